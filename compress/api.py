@@ -1,0 +1,136 @@
+"""The Python API behind the CLI: each `compress <command>` is one function here with the same options."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from compress.errors import CompressError
+
+DEFAULT_SCORERS = ("alpha", "lim", "zd")
+
+
+def versions() -> dict[str, str]:
+    """Versions of what produced a result, for every settings.json and benchmark table."""
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "machine": f"{platform.machine()} {platform.system()}"}
+    for name in ("compress", "torch", "transformers", "gguf", "numpy"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def _check_model(model) -> None:
+    if model is None or isinstance(model, str):
+        from compress.model import check_model_spec
+
+        check_model_spec(model)
+
+
+def _load(model, tokenizer, trust_remote_code: bool):
+    if model is None or isinstance(model, str):
+        from compress.model import load_model
+
+        return load_model(model, trust_remote_code=trust_remote_code)
+    if tokenizer is None:
+        raise CompressError("pass the tokenizer together with an already loaded model")
+    return model, tokenizer
+
+
+def score_model(
+    model: Any = None,
+    tokenizer: Any = None,
+    *,
+    scorers: str | Sequence[str] = DEFAULT_SCORERS,
+    out: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    calib: str = "wikitext2-valid",
+    calib_samples: int = 16,
+    calib_seq_len: int = 256,
+    seed: int = 0,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+    trust_remote_code: bool = False,
+    progress: bool = True,
+):
+    """`compress score`: per-layer scores of a model; with `out`, writes scores.json/.csv/.png and settings.json.
+
+    model: hub id, local folder, .gguf file, None (the bundled SmolLM2-135M), or a loaded model + tokenizer.
+    Returns the LayerScores.
+    """
+    from compress import scorers as registry
+    from compress.outputs import check_writable
+
+    names = registry.resolve(scorers)
+    _check_model(model)
+    if out is not None:
+        check_writable(Path(out))
+    calib_root, texts, tokens = None, None, None
+    if registry.needs_calib(names):  # read the text before the (slow) model load, so data errors come first
+        from compress.data import calibration_texts
+        from compress.data import data_dir as resolve_data_dir
+
+        calib_root = resolve_data_dir(data_dir)
+        texts = calibration_texts(calib, calib_root)
+    model, tokenizer = _load(model, tokenizer, trust_remote_code)
+    started = time.perf_counter()
+    if texts is not None:
+        from compress.data import calibration_samples
+
+        tokens = calibration_samples(tokenizer, texts, n_samples=calib_samples, seq_len=calib_seq_len, seed=seed)
+    table = registry.score(model, names, tokens, settings, progress=progress)
+    elapsed = time.perf_counter() - started
+    if out is not None:
+        from compress.model import model_label
+        from compress.outputs import write_folder
+        from compress.plot import plot_scores
+
+        resolved = {
+            "command": "score",
+            "model": str(getattr(model.config, "name_or_path", "")),
+            "scorers": names,
+            "settings": {k: dict(v) for k, v in (settings or {}).items()},
+            "calib": calib if tokens is not None else None,
+            "calib_samples": calib_samples if tokens is not None else None,
+            "calib_seq_len": calib_seq_len if tokens is not None else None,
+            "seed": seed,
+            "data_dir": str(calib_root) if calib_root else None,
+            "seconds": round(elapsed, 3),
+            "versions": versions(),
+        }
+        write_folder(Path(out), {
+            "scores.json": table.to_json(),
+            "scores.csv": table.to_csv(),
+            "settings.json": json.dumps(resolved, indent=1),
+            "scores.png": lambda p: plot_scores(table, p, f"{model_label(model)}: per-layer scores"),
+        })
+    return table
+
+
+def wikitext2_ppl(
+    model: Any = None,
+    tokenizer: Any = None,
+    *,
+    seq_len: int | None = None,
+    max_windows: int | None = None,
+    batch_size: int = 1,
+    data_dir: str | Path | None = None,
+    trust_remote_code: bool = False,
+    progress: bool = True,
+):
+    """`compress ppl`: WikiText-2 raw test perplexity (see compress.perplexity). Returns a Perplexity."""
+    from compress.data import data_dir as resolve_data_dir
+    from compress.data import wikitext2_test_text
+    from compress.perplexity import perplexity
+
+    _check_model(model)
+    text = wikitext2_test_text(resolve_data_dir(data_dir))  # before the model load: data errors come first
+    model, tokenizer = _load(model, tokenizer, trust_remote_code)
+    ids = tokenizer(text, return_tensors="pt").input_ids[0]
+    return perplexity(model, ids, seq_len=seq_len, max_windows=max_windows, batch_size=batch_size,
+                      progress=progress)

@@ -1,0 +1,135 @@
+"""`compress` command line. Heavy imports (torch, transformers) happen inside the handlers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from compress.errors import CompressError
+
+# Columns shown in the printed table (all columns are in scores.csv / scores.json).
+_TABLE_COLUMNS = ("alpha", "alpha_median", "lim", "bi", "angular_1", "zd", "max_abs_over_std")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None,
+                   help="hub id, local folder or .gguf file (default: the bundled SmolLM2-135M-Instruct)")
+    p.add_argument("--data-dir", default=None, help="folder laid out like shared/data (default: $COMPRESS_DATA_DIR)")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow the model repo's own Python code")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="compress", description="Score every decoder layer, then compress "
+                                     "layers differently.")
+    from compress import __version__
+
+    parser.add_argument("--version", action="version", version=f"compress {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("score", help="per-layer scores (alpha, LIM/BI/angular, ZD): table, CSV, JSON, PNG")
+    _common(s)
+    s.add_argument("--scorers", default="alpha,lim,zd",
+                   help="comma list of alpha, lim, zd (aliases: spectral, embedding, bi, angular, outliers)")
+    s.add_argument("--out", default=None, help="output folder (default: runs/score-<model>)")
+    s.add_argument("--calib", default="wikitext2-valid",
+                   help="calibration text: wikitext2-valid, boolq-passages, or a .txt/.jsonl file")
+    s.add_argument("--calib-samples", type=_positive_int, default=16)
+    s.add_argument("--calib-seq-len", type=_positive_int, default=256)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--angular-span", type=_positive_int, default=4, help="angular distance for spans 1..N")
+    s.add_argument("--zd-threshold", type=float, default=1.0, help="|z| above this counts as an outlier weight")
+    s.add_argument("--alpha-precision", choices=("float32", "float64"), default="float32")
+    s.set_defaults(handler=cmd_score)
+
+    p = sub.add_parser("ppl", help="WikiText-2 raw test perplexity (non-overlapping windows, paper style)")
+    _common(p)
+    p.add_argument("--seq-len", type=_positive_int, default=None, help="window length (default 2048, capped at "
+                   "the model's context)")
+    p.add_argument("--max-windows", type=_positive_int, default=None, help="score only the first N windows")
+    p.add_argument("--batch-size", type=_positive_int, default=1)
+    p.add_argument("--out", default=None, help="also write the result as JSON to this file")
+    p.set_defaults(handler=cmd_ppl)
+    return parser
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from compress import scorers as registry
+    from compress.api import score_model
+
+    names = registry.resolve(args.scorers)  # fail on a bad name before anything slow
+    settings = {}
+    if "alpha" in names:
+        settings["alpha"] = {"precision": args.alpha_precision}
+    if "lim" in names:
+        settings["lim"] = {"max_span": args.angular_span}
+    if "zd" in names:
+        settings["zd"] = {"threshold": args.zd_threshold}
+    out = Path(args.out) if args.out else Path("runs") / f"score-{_model_slug(args.model)}"
+    table = score_model(args.model, scorers=names, out=out, data_dir=args.data_dir, calib=args.calib,
+                        calib_samples=args.calib_samples, calib_seq_len=args.calib_seq_len, seed=args.seed,
+                        settings=settings, trust_remote_code=args.trust_remote_code)
+    print(table.table(tuple(c for c in _TABLE_COLUMNS if c in table.columns)))
+    _print_outlier(table)
+    print(f"wrote {out}/scores.json, scores.csv, scores.png, settings.json")
+    return 0
+
+
+def _print_outlier(table) -> None:
+    rows = [r for r in table.matrices if r.get("scorer") == "zd"]
+    if rows:
+        top = max(rows, key=lambda r: r["max_abs_over_std"])
+        print(f"largest outlier weight: layer {top['layer']} {top['name']}, max|w|/std = "
+              f"{top['max_abs_over_std']:.1f}")
+
+
+def _model_slug(model: str | None) -> str:
+    if model is None:
+        return "SmolLM2-135M-Instruct"
+    return Path(model.rstrip("/")).name.removesuffix(".gguf") or "model"
+
+
+def cmd_ppl(args: argparse.Namespace) -> int:
+    from compress.api import wikitext2_ppl
+
+    if args.out:
+        from compress.outputs import check_writable
+
+        check_writable(Path(args.out).parent)
+    result = wikitext2_ppl(args.model, seq_len=args.seq_len, max_windows=args.max_windows,
+                           batch_size=args.batch_size, data_dir=args.data_dir,
+                           trust_remote_code=args.trust_remote_code)
+    print(result.summary())
+    if args.out:
+        from compress.outputs import write_folder
+
+        out = Path(args.out)
+        write_folder(out.parent, {out.name: json.dumps({"model": args.model, **result.to_dict()}, indent=1)})
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except CompressError as e:
+        if args.debug:
+            raise
+        print(f"compress: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("compress: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

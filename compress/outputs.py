@@ -1,0 +1,60 @@
+"""Writing output folders so a failed run leaves nothing half-written."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, Mapping
+
+from compress.errors import CompressError
+
+# A file's content, or a function that writes the file at the path it is given (e.g. a matplotlib figure).
+Content = str | bytes | Callable[[Path], None]
+
+
+def check_writable(out: Path) -> None:
+    """Fail early, before any model is loaded, if `out` cannot be created or written."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CompressError(f"output path {out} exists and is not a folder: choose another --out")
+    parent = out if out.exists() else _existing_ancestor(out)
+    if not parent.is_dir():
+        raise CompressError(f"cannot create {out}: {parent} is not a folder; choose another --out")
+    try:  # a real write: permission bits say nothing for root or read-only mounts
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as e:
+        raise CompressError(f"cannot write to {parent} ({e.strerror}): choose a writable --out") from e
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def write_folder(out: Path, files: Mapping[str, Content]) -> None:
+    """Write every file into a temporary folder beside `out`, then move them in: all or nothing."""
+    out = Path(out)
+    check_writable(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        for name, content in files.items():
+            target = tmp / name
+            if callable(content):
+                content(target)
+            elif isinstance(content, bytes):
+                target.write_bytes(content)
+            else:
+                target.write_text(content, encoding="utf-8")
+        if not out.exists():
+            tmp.rename(out)
+            return
+        for name in files:  # out exists (e.g. a rerun): replace just these files
+            os.replace(tmp / name, out / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
