@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -17,13 +18,24 @@ def versions() -> dict[str, str]:
     """Versions of what produced a result, for every settings.json and benchmark table."""
     import importlib.metadata as md
 
-    out = {"python": platform.python_version(), "machine": f"{platform.machine()} {platform.system()}"}
+    out = {"python": platform.python_version(), "machine": f"{platform.machine()} {platform.system()}",
+           "cpu": _cpu_name(), "cores": str(os.cpu_count())}
     for name in ("compress", "torch", "transformers", "gguf", "numpy"):
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
             pass
     return out
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def _check_model(model) -> None:

@@ -112,8 +112,12 @@ def cmd_ppl(args: argparse.Namespace) -> int:
     if args.out:
         from compress.outputs import write_folder
 
+        from compress.api import versions
+
         out = Path(args.out)
-        write_folder(out.parent, {out.name: json.dumps({"model": args.model, **result.to_dict()}, indent=1)})
+        record = {"model": args.model or "SmolLM2-135M-Instruct (bundled default)", "data": "WikiText-2 raw test",
+                  **result.to_dict(), "versions": versions()}
+        write_folder(out.parent, {out.name: json.dumps(record, indent=1) + "\n"})
     return 0
 
 

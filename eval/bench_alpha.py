@@ -13,22 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def timed(fn, repeats: int) -> tuple[list[float], object]:
@@ -44,7 +33,7 @@ def timed(fn, repeats: int) -> tuple[list[float], object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--precision", default="float32", choices=("float32", "float64"))
     args = parser.parse_args()
 
@@ -74,7 +63,7 @@ def main() -> None:
         "settings": {"precision": args.precision, "xmin_rule": "ks (both)", "repeats": args.repeats,
                      "torch_threads": torch.get_num_threads()},
         "versions": {**versions(), "weightwatcher": weightwatcher.__version__},
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count()},
+        "machine": {"cpu": versions()["cpu"], "cores": os.cpu_count()},
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "alpha_speed.json").write_text(json.dumps(result, indent=1) + "\n")

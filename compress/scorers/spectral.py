@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 import torch
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from compress.model import decoder_layers, is_linear
@@ -81,11 +82,11 @@ def matrix_table(model: torch.nn.Module, config: SpectralConfig = SpectralConfig
     chunks.sort(key=lambda ks: -sum(entries[k][2].numel() * min(entries[k][2].shape) for k in ks))
     rows: list[dict] = [{} for _ in entries]
     # LAPACK's symmetric eigensolver barely scales with threads at these sizes, so run one chunk per core,
-    # each single-threaded (measured 2x on 2 cores); torch releases the GIL inside its kernels.
+    # each single-threaded (measured 2x on 2 cores); numpy's BLAS and torch's LAPACK release the GIL.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with torch.no_grad(), ThreadPoolExecutor(max_workers=threads) as pool, tqdm(
+        with threadpool_limits(1, user_api="blas"), torch.no_grad(), ThreadPoolExecutor(max_workers=threads) as pool, tqdm(
             total=len(entries), desc="alpha", unit="matrix", disable=not progress, leave=False
         ) as bar:
             jobs = {pool.submit(_fit_chunk, [entries[k][2] for k in chunk], config): chunk for chunk in chunks}
