@@ -88,7 +88,7 @@ def _print_outlier(table) -> None:
     rows = [r for r in table.matrices if r.get("scorer") == "zd"]
     if rows:
         top = max(rows, key=lambda r: r["max_abs_over_std"])
-        print(f"largest outlier weight: layer {top['layer']} {top['name']}, max|w|/std = "
+        print(f"largest outlier weight: {top['name']} (layer {top['layer']}), max|w|/std = "
               f"{top['max_abs_over_std']:.1f}")
 
 

@@ -75,6 +75,20 @@ def linears(layer: nn.Module) -> dict[str, nn.Module]:
     return {name: m for name, m in layer.named_modules() if name and is_linear(m)}
 
 
+def named_linears(model: nn.Module, include_outside: bool = False) -> list[tuple[str, int | None, nn.Module]]:
+    """(full module name, decoder-layer index, module) for every Linear/Conv1D inside the decoder layers,
+    in module order; with include_outside also those outside them (lm_head, ...) with index None."""
+    layer_of = {}
+    for index, layer in enumerate(decoder_layers(model)):
+        for module in layer.modules():
+            layer_of[id(module)] = index
+    return [
+        (name, layer_of.get(id(module)), module)
+        for name, module in model.named_modules()
+        if is_linear(module) and (include_outside or id(module) in layer_of)
+    ]
+
+
 def cache_dir() -> Path:
     """User cache for converted models: $COMPRESS_CACHE_DIR, else $XDG_CACHE_HOME/compress, else ~/.cache/compress."""
     if os.environ.get("COMPRESS_CACHE_DIR"):

@@ -29,7 +29,7 @@ def test_score_writes_every_output(tiny_folder, data_dir, tmp_path, capsys):
     lines = stdout.splitlines()
     assert lines[0].split()[:3] == ["layer", "alpha↓", "alpha_median↓"]
     assert [line.split()[0] for line in lines[1:5]] == ["0", "1", "2", "3"]
-    assert "largest outlier weight: layer" in stdout
+    assert "largest outlier weight: model.layers." in stdout
 
 
 def test_score_without_calibration_needs_no_data_dir(tiny_folder, tmp_path, capsys, monkeypatch):

@@ -37,7 +37,7 @@ def test_score_command_prints_a_30_layer_table(tmp_path, data_dir, capsys):
 
 def test_layer_11_down_proj_has_a_weight_30_std_out(smollm2):
     rows = outlier_scores(smollm2[0], progress=False).matrices
-    row = next(r for r in rows if r["layer"] == 11 and r["name"] == "mlp.down_proj")
+    row = next(r for r in rows if r["name"] == "model.layers.11.mlp.down_proj")
     assert row["max_abs_over_std"] == pytest.approx(30, abs=2)
     ranked = sorted(rows, key=lambda r: -r["max_abs_over_std"])
     assert row in ranked[:5]  # among the 5 most extreme of 210 matrices (layer 27 gate_proj is the largest)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from compress.errors import CompressError
-from compress.model import decoder_layers, linears
+from compress.model import decoder_layers
 from compress.scorers import SCORERS, resolve, score
 from compress.scorers.embedding import EmbeddingConfig, embedding_scores
 from compress.scorers.outliers import OutlierConfig, outlier_scores, outlier_stats
@@ -91,7 +91,7 @@ def test_outlier_scores_find_the_planted_layer():
     assert max(range(4), key=lambda i: s.columns["max_abs_over_std"][i]) == 1
     assert s.directions == {"zd": LOWER, "max_abs_over_std": INFO}
     top = max(s.matrices, key=lambda r: r["max_abs_over_std"])
-    assert (top["layer"], top["name"]) == (1, "mlp.down_proj")
+    assert (top["layer"], top["name"]) == (1, "model.layers.1.mlp.down_proj")
     assert len(s.matrices) == 4 * 7
     with pytest.raises(ValueError):
         OutlierConfig(threshold=0)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from compress.model import decoder_layers, linears
+from compress.model import decoder_layers, named_linears
 from compress.scores import INFO, LOWER, LayerScores
 
 
@@ -39,15 +39,17 @@ def outlier_stats(weight: torch.Tensor, threshold: float = 1.0) -> dict[str, flo
 
 def outlier_scores(model: torch.nn.Module, calib=None, config: OutlierConfig = OutlierConfig(),
                    progress: bool = True) -> LayerScores:
-    layers = decoder_layers(model)
-    zd, peak, rows = [], [], []
-    for index, layer in enumerate(tqdm(layers, desc="zd", unit="layer", disable=not progress, leave=False)):
-        stats = {name: outlier_stats(m.weight, config.threshold) for name, m in linears(layer).items()}
-        zd.append(sum(s["zd"] for s in stats.values()) / len(stats))
-        peak.append(max(s["max_abs_over_std"] for s in stats.values()))
-        rows += [{"scorer": "zd", "name": name, "layer": index, **s} for name, s in stats.items()]
+    n_layers = len(decoder_layers(model))
+    bar = tqdm(named_linears(model), desc="zd", unit="matrix", disable=not progress, leave=False)
+    rows = [{"scorer": "zd", "name": name, "layer": layer, **outlier_stats(m.weight, config.threshold)}
+            for name, layer, m in bar]
+    zd, peak = [], []
+    for index in range(n_layers):
+        mine = [r for r in rows if r["layer"] == index]
+        zd.append(sum(r["zd"] for r in mine) / len(mine))
+        peak.append(max(r["max_abs_over_std"] for r in mine))
     return LayerScores(
-        n_layers=len(layers),
+        n_layers=n_layers,
         columns={"zd": tuple(zd), "max_abs_over_std": tuple(peak)},
         directions={"zd": LOWER, "max_abs_over_std": INFO},
         descriptions={

@@ -17,7 +17,7 @@ import torch
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from compress.model import decoder_layers, is_linear
+from compress.model import decoder_layers, named_linears
 from compress.scorers.powerlaw import EVALS_THRESH, alpha_hat, eigenvalues, fit_powerlaw, spectral_metrics
 from compress.scores import INFO, LOWER, LayerScores
 
@@ -66,14 +66,7 @@ def _fit_chunk(weights: list[torch.Tensor], config: SpectralConfig) -> list[dict
 
 def matrix_table(model: torch.nn.Module, config: SpectralConfig = SpectralConfig(), progress: bool = True):
     """One dict per Linear/Conv1D weight: its name, decoder-layer index (None outside the layers), and fits."""
-    layer_of = {}
-    for index, layer in enumerate(decoder_layers(model)):
-        for module in layer.modules():
-            layer_of[id(module)] = index
-    entries = []  # (name, layer index, weight)
-    for name, module in model.named_modules():
-        if is_linear(module) and (config.include_head or id(module) in layer_of):
-            entries.append((name, layer_of.get(id(module)), _weight_matrix(module)))
+    entries = [(name, layer, _weight_matrix(m)) for name, layer, m in named_linears(model, config.include_head)]
     by_shape = defaultdict(list)  # matrices of one shape share a batched eigensolver call
     for k, (_, _, w) in enumerate(entries):
         by_shape[tuple(w.shape)].append(k)
