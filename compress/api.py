@@ -106,7 +106,7 @@ def score_model(
             "command": "score",
             "model": str(getattr(model.config, "name_or_path", "")),
             "scorers": names,
-            "settings": {k: dict(v) for k, v in (settings or {}).items()},
+            "settings": registry.resolved_settings(names, settings),
             "calib": calib if tokens is not None else None,
             "calib_samples": calib_samples if tokens is not None else None,
             "calib_seq_len": calib_seq_len if tokens is not None else None,

@@ -123,13 +123,21 @@ def _file_texts(path: Path) -> list[str]:
     raise CompressError(f"calibration file {path} must be .txt or .jsonl")
 
 
+def _is_wikitext2_test(path: Path) -> bool:
+    """Any file form of the WikiText-2 test split: raw, document-level jsonl, or tokenized."""
+    path = path.resolve()
+    return path.name in ("wiki.test.raw", "wiki.test.tokens", "wikitext-2-raw-v1_document_level_test.jsonl") or (
+        path.name == "test.txt" and path.parent.name == "tokenized" and path.parent.parent.name == "wikitext2"
+    )
+
+
 def calibration_texts(source: str = DEFAULT_CALIB, root: Path | None = None) -> list[str]:
     """Texts to calibrate on. Never the WikiText-2 test split: that is the evaluation text."""
     path = Path(source).expanduser()
     if source not in CALIB_SOURCES and (path.suffix in (".txt", ".jsonl") or path.exists()):
         if not path.is_file():
             raise CompressError(f"calibration file {source} does not exist")
-        if path.resolve().name == Path(WIKITEXT2_TEST_RAW).name:
+        if _is_wikitext2_test(path):
             raise CompressError("refusing to calibrate on the WikiText-2 test split: it is the evaluation text")
         return _file_texts(path)
     if source == "wikitext2-valid":

@@ -24,6 +24,8 @@ def test_score_writes_every_output(tiny_folder, data_dir, tmp_path, capsys):
     assert table.n_layers == 4 and {"alpha", "lim", "bi", "angular_2", "zd"} <= set(table.columns)
     settings = json.loads((out / "settings.json").read_text())
     assert settings["calib"] == "wikitext2-valid" and settings["calib_samples"] == 2
+    assert settings["settings"]["lim"] == {"max_span": 2, "batch_size": 4}  # defaults filled in
+    assert settings["settings"]["alpha"]["min_eval"] == 1e-5
     assert settings["versions"]["torch"]
     assert (out / "scores.png").read_bytes()[:4] == b"\x89PNG"
     lines = stdout.splitlines()

@@ -41,8 +41,10 @@ def test_boolq_passages(data_dir):
 
 
 def test_refuses_to_calibrate_on_the_test_file(data_dir):
-    with pytest.raises(CompressError, match="evaluation text"):
-        calibration_texts(str(data_dir / "wikitext2" / "wiki.test.raw"))
+    for name in ("wiki.test.raw", "wikitext-2-raw-v1_document_level_test.jsonl", "tokenized/test.txt"):
+        with pytest.raises(CompressError, match="evaluation text"):
+            calibration_texts(str(data_dir / "wikitext2" / name))
+    assert calibration_texts(str(data_dir / "wikitext2" / "tokenized" / "valid.txt"))  # the valid split is fine
 
 
 def test_txt_and_jsonl_sources(tmp_path):

@@ -54,6 +54,14 @@ def _load(ref: str) -> Any:
     return getattr(importlib.import_module(f"compress.scorers.{module}"), attr)
 
 
+def resolved_settings(names: Sequence[str], settings: Mapping[str, Mapping[str, Any]] | None = None) -> dict:
+    """Every config field of every named scorer, defaults filled in: what settings.json records."""
+    import dataclasses
+
+    settings = settings or {}
+    return {n: dataclasses.asdict(build_config(_load(SCORERS[n].config), settings.get(n))) for n in resolve(names)}
+
+
 def needs_calib(names: Sequence[str]) -> bool:
     return any(SCORERS[n].needs_calib for n in resolve(names))
 
