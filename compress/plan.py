@@ -1,0 +1,116 @@
+"""Plan: one decision per decoder layer (bits, skip, lr multiplier, reason), made by policies from
+LayerScores before anything touches the model. No torch: it is the table a run writes as plan.json and
+a user may edit and feed back with --plan.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Sequence
+
+from compress.errors import CompressError
+
+BITS = (2, 3, 4, 8, 16)  # 16 = leave the layer in its original floating-point dtype
+
+
+@dataclass(frozen=True)
+class LayerDecision:
+    index: int  # decoder-layer index in the model as it is now
+    bits: int = 16
+    skip: bool = False
+    lr_mult: float = 1.0
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if self.bits not in BITS:
+            raise ValueError(f"layer {self.index}: bits must be one of {BITS}, got {self.bits}")
+        if not self.lr_mult > 0:
+            raise ValueError(f"layer {self.index}: lr_mult must be > 0, got {self.lr_mult}")
+        if self.skip and self.bits != 16:
+            raise ValueError(f"layer {self.index}: a skipped layer is not quantized (bits must be 16)")
+
+
+@dataclass(frozen=True)
+class Plan:
+    layers: tuple[LayerDecision, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(self.layers))
+        if not self.layers:
+            raise ValueError("a plan needs at least one layer")
+        for position, decision in enumerate(self.layers):
+            if decision.index != position:
+                raise ValueError(f"plan row {position} has index {decision.index}: rows must be 0..L-1 in order")
+        if all(d.skip for d in self.layers):
+            raise ValueError("a plan cannot skip every layer")
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def bits(self) -> tuple[int, ...]:
+        return tuple(d.bits for d in self.layers)
+
+    @classmethod
+    def uniform(cls, n_layers: int, bits: int = 16, reason: str = "") -> "Plan":
+        return cls(tuple(LayerDecision(i, bits=bits, reason=reason) for i in range(n_layers)))
+
+    def with_bits(self, bits: Sequence[int], reasons: Sequence[str] | None = None) -> "Plan":
+        """The same plan with new per-layer bits (and reasons)."""
+        if len(bits) != self.n_layers:
+            raise ValueError(f"{len(bits)} bit widths for a plan of {self.n_layers} layers")
+        reasons = reasons or [d.reason for d in self.layers]
+        return Plan(tuple(LayerDecision(d.index, b, d.skip, d.lr_mult, r)
+                          for d, b, r in zip(self.layers, bits, reasons)))
+
+    def check_layers(self, n_layers: int) -> None:
+        """Refuse a plan made for a model with a different number of decoder layers."""
+        if n_layers != self.n_layers:
+            raise CompressError(f"the plan has {self.n_layers} layers but the model has {n_layers}: "
+                                f"it was made for another model")
+
+    # ---- serialisation -------------------------------------------------------------------------------------
+
+    def to_json(self) -> str:
+        return json.dumps({"format": 1, "layers": [asdict(d) for d in self.layers]}, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Plan":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise CompressError(f"plan.json is not valid JSON ({e.msg} at line {e.lineno})") from e
+        if not isinstance(data, dict) or data.get("format") != 1 or not isinstance(data.get("layers"), list):
+            raise CompressError('plan.json must be {"format": 1, "layers": [...]}')
+        valid = {f.name for f in fields(LayerDecision)}
+        rows = []
+        for row in data["layers"]:
+            unknown = set(row) - valid
+            if unknown:
+                raise CompressError(f"plan.json row has unknown keys {sorted(unknown)}; valid: {sorted(valid)}")
+            try:
+                rows.append(LayerDecision(**row))
+            except (TypeError, ValueError) as e:
+                raise CompressError(f"plan.json: {e}") from e
+        try:
+            return cls(tuple(rows))
+        except ValueError as e:
+            raise CompressError(f"plan.json: {e}") from e
+
+    def table(self, extra: dict[str, Sequence[Any]] | None = None) -> str:
+        """Aligned text: layer | extra columns (e.g. the score used) | bits | skip | lr× | reason."""
+        extra = extra or {}
+        heads = ["layer", *extra, "bits", "skip", "lr×", "reason"]
+        rows = [[str(d.index), *(_fmt(v[d.index]) for v in extra.values()), str(d.bits), "yes" if d.skip else "",
+                 f"{d.lr_mult:g}", d.reason] for d in self.layers]
+        widths = [max(len(r[c]) for r in [heads, *rows]) for c in range(len(heads))]
+        lines = ["  ".join(h.ljust(w) if h == "reason" else h.rjust(w) for h, w in zip(heads, widths))]
+        lines += ["  ".join(v.ljust(w) if c == len(heads) - 1 else v.rjust(w) for c, (v, w) in
+                            enumerate(zip(r, widths))) for r in rows]
+        return "\n".join(line.rstrip() for line in lines)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

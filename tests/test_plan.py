@@ -1,0 +1,47 @@
+import json
+
+import pytest
+
+from compress.errors import CompressError
+from compress.plan import LayerDecision, Plan
+
+
+def test_round_trip_and_table():
+    plan = Plan.uniform(4, 4).with_bits([4, 2, 2, 8], ["lim rank 0", "", "", "kept high"])
+    back = Plan.from_json(plan.to_json())
+    assert back == plan and back.bits == (4, 2, 2, 8)
+    text = plan.table({"lim": [0.1, 0.2, 0.3, 0.4]})
+    assert text.splitlines()[0].split() == ["layer", "lim", "bits", "skip", "lr×", "reason"]
+    assert "kept high" in text.splitlines()[4]
+
+
+def test_validation():
+    with pytest.raises(ValueError, match="bits must be one of"):
+        LayerDecision(0, bits=5)
+    with pytest.raises(ValueError, match="lr_mult"):
+        LayerDecision(0, lr_mult=0)
+    with pytest.raises(ValueError, match="skipped layer is not quantized"):
+        LayerDecision(0, bits=4, skip=True)
+    with pytest.raises(ValueError, match="0..L-1 in order"):
+        Plan((LayerDecision(1),))
+    with pytest.raises(ValueError, match="every layer"):
+        Plan((LayerDecision(0, skip=True),))
+
+
+def test_hand_edited_plan_is_checked():
+    data = json.loads(Plan.uniform(3, 4).to_json())
+    data["layers"][1]["bits"] = 2
+    assert Plan.from_json(json.dumps(data)).bits == (4, 2, 4)
+    data["layers"][1]["bitz"] = 2
+    with pytest.raises(CompressError, match="unknown keys"):
+        Plan.from_json(json.dumps(data))
+    with pytest.raises(CompressError, match="not valid JSON"):
+        Plan.from_json("{")
+    with pytest.raises(CompressError, match="bits must be one of"):
+        Plan.from_json(json.dumps({"format": 1, "layers": [{"index": 0, "bits": 5}]}))
+
+
+def test_a_plan_for_another_model_is_refused():
+    with pytest.raises(CompressError, match="plan has 30 layers but the model has 32"):
+        Plan.uniform(30, 4).check_layers(32)
+    Plan.uniform(30, 4).check_layers(30)
