@@ -10,7 +10,7 @@ from pathlib import Path
 from compress.errors import CompressError
 
 # Columns shown in the printed table (all columns are in scores.csv / scores.json).
-_TABLE_COLUMNS = ("alpha", "alpha_median", "lim", "bi", "angular_1", "zd", "max_abs_over_std")
+_TABLE_COLUMNS = ("alpha", "alpha_median", "lim", "bi", "angular_1", "zd", "max_abs_over_std", "sensitivity")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("score", help="per-layer scores (alpha, LIM/BI/angular, ZD): table, CSV, JSON, PNG")
     _common(s)
     s.add_argument("--scorers", default="alpha,lim,zd",
-                   help="comma list of alpha, lim, zd (aliases: spectral, embedding, bi, angular, outliers)")
+                   help="comma list of alpha, lim, zd, sensitivity (aliases: spectral, embedding, bi, angular, "
+                   "outliers, kl); sensitivity runs L+1 forward passes per batch")
     s.add_argument("--out", default=None, help="output folder (default: runs/score-<model>)")
     s.add_argument("--calib", default="wikitext2-valid",
                    help="calibration text: wikitext2-valid, boolq-passages, or a .txt/.jsonl file")
@@ -49,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--angular-span", type=_positive_int, default=4, help="angular distance for spans 1..N")
     s.add_argument("--zd-threshold", type=float, default=1.0, help="|z| above this counts as an outlier weight")
     s.add_argument("--alpha-precision", choices=("float32", "float64"), default="float32")
+    s.add_argument("--sensitivity-bits", type=int, choices=(2, 3, 4, 8), default=2,
+                   help="width each layer is tried at by the sensitivity scorer")
     s.set_defaults(handler=cmd_score)
 
     p = sub.add_parser("ppl", help="WikiText-2 raw test perplexity (non-overlapping windows, paper style)")
@@ -74,12 +77,20 @@ def cmd_score(args: argparse.Namespace) -> int:
         settings["lim"] = {"max_span": args.angular_span}
     if "zd" in names:
         settings["zd"] = {"threshold": args.zd_threshold}
+    if "sensitivity" in names:
+        settings["sensitivity"] = {"bits": args.sensitivity_bits}
     out = Path(args.out) if args.out else Path("runs") / f"score-{_model_slug(args.model)}"
     table = score_model(args.model, scorers=names, out=out, data_dir=args.data_dir, calib=args.calib,
                         calib_samples=args.calib_samples, calib_seq_len=args.calib_seq_len, seed=args.seed,
                         settings=settings, trust_remote_code=args.trust_remote_code)
     print(table.table(tuple(c for c in _TABLE_COLUMNS if c in table.columns)))
     _print_outlier(table)
+    if "sensitivity" in table.columns:
+        from compress.scores import rank_agreement
+
+        rho = rank_agreement(table, "sensitivity")
+        print("Spearman rank correlation with measured sensitivity (+1 = same importance order): "
+              + ", ".join(f"{k} {v:+.2f}" for k, v in rho.items() if not k.startswith("sensitivity")))
     print(f"wrote {out}/scores.json, scores.csv, scores.png, settings.json")
     return 0
 

@@ -123,6 +123,46 @@ class LayerScores:
         return "\n".join(lines)
 
 
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman rank correlation (average ranks for ties) of two equal-length sequences."""
+    def ranks(values):
+        order = sorted(range(len(values)), key=lambda i: values[i])
+        out = [0.0] * len(values)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                out[order[k]] = (i + j) / 2
+            i = j + 1
+        return out
+
+    ra, rb = ranks(a), ranks(b)
+    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    norm = math.sqrt(sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb))
+    return cov / norm if norm else float("nan")
+
+
+def rank_agreement(scores: LayerScores, reference: str) -> dict[str, float]:
+    """Spearman correlation of each rankable column's importance with `reference`'s, on the layers where
+    both are defined; directions are applied, so +1 means the same importance order."""
+    def signed(name):
+        sign = 1.0 if scores.directions[name] == HIGHER else -1.0
+        return [sign * x for x in scores[name]]
+
+    ref = signed(reference)
+    out = {}
+    for name in scores.names:
+        if name == reference or scores.directions[name] == INFO:
+            continue
+        pairs = [(x, y) for x, y in zip(signed(name), ref) if not (math.isnan(x) or math.isnan(y))]
+        if len(pairs) > 2:
+            out[name] = spearman([p[0] for p in pairs], [p[1] for p in pairs])
+    return out
+
+
 def _fmt(x: float) -> str:
     if math.isnan(x):
         return "-"

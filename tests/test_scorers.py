@@ -122,9 +122,9 @@ def test_spectral_handles_gpt2_conv1d():
 
 def test_registry_resolves_aliases_and_rejects_unknown():
     assert resolve("alpha, bi,angular,zd") == ["alpha", "lim", "zd"]
-    with pytest.raises(CompressError, match="unknown scorer 'kurtosis'; valid: alpha, lim, zd"):
+    with pytest.raises(CompressError, match="unknown scorer 'kurtosis'; valid: alpha, lim, zd, sensitivity"):
         resolve("alpha,kurtosis")
-    assert set(SCORERS) == {"alpha", "lim", "zd"}
+    assert set(SCORERS) == {"alpha", "lim", "zd", "sensitivity"}
 
 
 def test_score_merges_and_validates_settings():
@@ -138,3 +138,26 @@ def test_score_merges_and_validates_settings():
         score(model, "lim", None, progress=False)
     with pytest.raises(CompressError, match="not run: alpha"):
         score(model, "zd", None, {"alpha": {}}, progress=False)
+
+
+def test_sensitivity_is_zero_for_an_identity_layer_and_restores_weights():
+    from compress.scorers.sensitivity import SensitivityConfig, sensitivity_scores
+
+    model = tiny_model("llama")
+    decoder_layers(model)[1] = Identity()
+    tokens = calib(n=4, t=24)
+    before = model(tokens).logits
+    low = sensitivity_scores(model, tokens, SensitivityConfig(bits=2, group_size=32), progress=False)
+    assert torch.equal(model(tokens).logits, before)  # every weight put back
+    assert low.columns["sensitivity"][1] == 0.0
+    assert all(x > 0 for i, x in enumerate(low.columns["sensitivity"]) if i != 1)
+    high = sensitivity_scores(model, tokens, SensitivityConfig(bits=8, group_size=32), progress=False)
+    assert sum(high.columns["sensitivity"]) < sum(low.columns["sensitivity"]) / 10
+    assert low.directions["sensitivity"] == HIGHER
+
+
+def test_sensitivity_runs_on_gpt2_conv1d():
+    from compress.scorers.sensitivity import SensitivityConfig, sensitivity_scores
+
+    s = sensitivity_scores(tiny_model("gpt2"), calib(n=2, t=16), SensitivityConfig(group_size=32), progress=False)
+    assert all(x > 0 for x in s.columns["sensitivity"])

@@ -69,3 +69,15 @@ def test_csv_and_table():
 def test_merge_combines_columns():
     merged = table().merge(LayerScores(4, {"alpha": (1, 2, 3, 4)}, {"alpha": LOWER}))
     assert merged.names == ("lim", "zd", "norm", "angular_2", "alpha")
+
+
+def test_spearman_and_rank_agreement():
+    from compress.scores import rank_agreement, spearman
+
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1)
+    assert spearman([1, 1, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486833)  # scipy.stats.spearmanr
+    t = LayerScores(4, {"ref": (4, 3, 2, 1), "lim": (0.9, 0.5, 0.3, 0.1), "zd": (0.1, 0.2, 0.3, 0.4),
+                        "norm": (1, 2, 3, 4), "angular_2": (0.5, 0.4, 0.3, math.nan)},
+                    {"ref": HIGHER, "lim": HIGHER, "zd": LOWER, "norm": INFO, "angular_2": HIGHER})
+    assert rank_agreement(t, "ref") == pytest.approx({"lim": 1.0, "zd": 1.0, "angular_2": 1.0})

@@ -25,9 +25,12 @@ SCORERS: dict[str, Scorer] = {
                   "embedding change on calibration tokens: LIM, ShortGPT BI, angular distance (one forward pass)"),
     "zd": Scorer("outliers:outlier_scores", "outliers:OutlierConfig", False,
                  "outlier weights: fraction with |z| > 1 (ZD) and max|w|/std"),
+    "sensitivity": Scorer("sensitivity:sensitivity_scores", "sensitivity:SensitivityConfig", True,
+                          "measured: KL and perplexity increase with each layer alone at low-bit RTN (slow)"),
 }
 # Other names users reach for; each resolves to the scorer that computes that column.
-ALIASES = {"spectral": "alpha", "embedding": "lim", "bi": "lim", "angular": "lim", "outliers": "zd"}
+ALIASES = {"spectral": "alpha", "embedding": "lim", "bi": "lim", "angular": "lim", "outliers": "zd",
+           "kl": "sensitivity"}
 
 
 def resolve(names: str | Sequence[str]) -> list[str]:
