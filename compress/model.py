@@ -50,12 +50,18 @@ def _get_path(obj: object, path: str) -> object | None:
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
     """The model's decoder blocks, in order. The only code that knows where they live."""
+    return _get_path(model, decoder_layers_path(model))  # type: ignore[return-value]
+
+
+def decoder_layers_path(model: nn.Module) -> str:
+    """Dotted module path of the decoder block list ("model.layers"): layer i's modules are named
+    f"{path}.{i}." in named_modules(), which is how checkpoints and quantization configs address them."""
     import torch.nn as nn
 
     for path in DECODER_PATHS:
         found = _get_path(model, path)
         if isinstance(found, nn.ModuleList) and len(found) > 0:
-            return found
+            return path
     raise CompressError(
         f"cannot find the decoder layers of {type(model).__name__}: looked for "
         f"{', '.join(DECODER_PATHS)}; add this architecture's path to compress.model.DECODER_PATHS"

@@ -1,0 +1,65 @@
+"""From a Plan to GPTQModel's quantization config: pure functions, no torch, no gptqmodel import.
+
+GPTQModel's `QuantizeConfig.dynamic` maps a pattern to per-module overrides: "+:PATTERN" (or no prefix)
+overrides bits/group_size, "-:PATTERN" leaves the module unquantized; patterns are matched with re.match
+against full module names (gptqmodel quantization/config.py, _resolve_dynamic_override). vLLM and SGLang
+read the same `dynamic` and match it against their *fused* module names (qkv_proj, gate_up_proj), so the
+patterns here address whole decoder layers by their exact index prefix (`^model\\.layers\\.11\\.`) rather
+than single projections: q/k/v and gate/up of one layer then always share a width, as vLLM requires.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Iterable, Sequence
+
+GROUP_SIZES = (128, 64, 32)
+
+
+def common_group_size(in_features: Iterable[int], preferred: int = 128) -> int:
+    """The largest of `preferred`, 64, 32 that divides every quantized Linear's input width
+    (SmolLM2: widths 576 and 1536 -> 64). One group size for the whole checkpoint keeps vLLM's fused
+    modules consistent."""
+    widths = set(in_features)
+    for size in (preferred, *[g for g in GROUP_SIZES if g < preferred]):
+        if all(w % size == 0 for w in widths):
+            return size
+    raise ValueError(f"no group size in {GROUP_SIZES} divides every input width {sorted(widths)}")
+
+
+def default_bits(bits: Sequence[int]) -> int:
+    """The checkpoint's base width: the most common quantized width in the plan (ties: the larger), so
+    the fewest layers need an override."""
+    counts = Counter(b for b in bits if b != 16)
+    if not counts:
+        raise ValueError("the plan quantizes no layer")
+    return max(counts, key=lambda b: (counts[b], b))
+
+
+def layer_pattern(layers_path: str, index: int) -> str:
+    """Anchored regex for every module of decoder layer `index` (and nothing of layer 1 matching 11)."""
+    return "^" + re.escape(f"{layers_path}.{index}.")
+
+
+def dynamic_overrides(bits: Sequence[int], layers_path: str, base_bits: int) -> dict[str, dict]:
+    """GPTQModel `dynamic` for per-layer widths: an override for each layer whose width differs from
+    `base_bits`, a negative (unquantized) rule for each layer kept at 16 bits."""
+    dynamic: dict[str, dict] = {}
+    for index, b in enumerate(bits):
+        if b == 16:
+            dynamic[f"-:{layer_pattern(layers_path, index)}"] = {}
+        elif b != base_bits:
+            dynamic[f"+:{layer_pattern(layers_path, index)}"] = {"bits": b}
+    return dynamic
+
+
+def resolve_bits(dynamic: dict[str, dict], module_name: str, base_bits: int) -> int:
+    """The width a module gets under `dynamic` (16 = unquantized): the first matching rule wins,
+    as in GPTQModel and vLLM. Used to check a config before quantizing."""
+    for key, override in dynamic.items():
+        negative = key.startswith("-:")
+        pattern = key[2:] if key.startswith(("+:", "-:")) else key
+        if re.match(pattern, module_name):
+            return 16 if negative else int(override.get("bits", base_bits))
+    return base_bits
