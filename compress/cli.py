@@ -132,8 +132,17 @@ def cmd_ppl(args: argparse.Namespace) -> int:
     return 0
 
 
+# Import-time warnings of optional libraries that say nothing about the user's run (torchao, pulled in by
+# gptqmodel, warns about CUDA-only extensions on CPU machines; torch about an Enum registration).
+_QUIET_LOGGERS = ("torchao", "torch.utils._pytree")
+
+
 def main(argv: list[str] | None = None) -> int:
+    import logging
+
     args = build_parser().parse_args(argv)
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         return args.handler(args)
     except CompressError as e:

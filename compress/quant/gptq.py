@@ -1,0 +1,120 @@
+"""GPTQ through GPTQModel (the maintained successor of AutoGPTQ): one pass over the model with the Plan's
+per-layer widths as `dynamic` overrides, saved as a standard GPTQ folder (config.json with
+quantization_config, safetensors, tokenizer) that GPTQModel, vLLM and SGLang load.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from compress.errors import CompressError
+from compress.plan import Plan
+from compress.policies import effective_bits
+from compress.quant.gptq_config import common_group_size, default_bits, dynamic_overrides
+
+INSTALL = "pip install 'gptqmodel==7.6.0'"
+
+
+@dataclass(frozen=True)
+class GPTQSettings:
+    group_size: int | None = None  # None: 128 where it divides every input width, else 64 / 32
+    sym: bool = True  # vLLM's Marlin kernels serve 4/8-bit symmetric only
+    desc_act: bool = False  # act-order off: keeps the checkpoint servable by every GPTQ kernel
+    damp_percent: float = 0.05  # Hessian dampening, fraction of the mean diagonal (GPTQModel's default)
+    batch_size: int = 4  # calibration samples per forward
+
+    def __post_init__(self) -> None:
+        if self.group_size is not None and self.group_size not in (32, 64, 128):
+            raise ValueError(f"group_size must be 32, 64 or 128, got {self.group_size}")
+        if not 0 < self.damp_percent < 1:
+            raise ValueError(f"damp_percent must be in (0, 1), got {self.damp_percent}")
+
+
+def _skeleton(model_path: str):
+    """The model's module tree on the meta device (no weights): names and shapes for the config."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(model_path)
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)
+
+
+def plan_config(model, plan: Plan, settings: GPTQSettings):
+    """(base bits, group size, dynamic, per-layer parameter counts) for `plan` on `model`."""
+    from compress.model import decoder_layers, decoder_layers_path, named_linears
+
+    plan.check_layers(len(decoder_layers(model)))
+    modules = named_linears(model)
+    group_size = settings.group_size or common_group_size(m.in_features for _, _, m in modules)
+    bad = sorted({m.in_features for _, _, m in modules if m.in_features % group_size})
+    if bad:
+        raise CompressError(f"group size {group_size} does not divide the input widths {bad}")
+    params = [0] * plan.n_layers
+    for _, layer, m in modules:
+        params[layer] += m.weight.numel()
+    base = default_bits(plan.bits)
+    return base, group_size, dynamic_overrides(plan.bits, decoder_layers_path(model), base), params
+
+
+def quantize_gptq(model_path: str, plan: Plan, calib: torch.Tensor, out: Path,
+                  settings: GPTQSettings = GPTQSettings()) -> dict:
+    """Quantize the model at `model_path` (a local folder) per `plan` and save it into `out`.
+
+    calib: (samples, seq_len) token ids. Returns stats: wall time, effective bits per weight (codes plus
+    fp16 scales and zero points, decoder Linears), size on disk, and GPTQ's per-module loss.
+    """
+    os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(os.cpu_count() or 1))  # gptqmodel needs it on CPU
+    try:
+        from gptqmodel import GPTQModel, QuantizeConfig
+    except ImportError as e:
+        raise CompressError(f"GPTQ needs gptqmodel: run `{INSTALL}`") from e
+    base, group_size, dynamic, params = plan_config(_skeleton(model_path), plan, settings)
+    config = QuantizeConfig(bits=base, group_size=group_size, sym=settings.sym, desc_act=settings.desc_act,
+                            damp_percent=settings.damp_percent, dynamic=dynamic or None,
+                            offload_to_disk=False)
+    samples = [{"input_ids": row.tolist(), "attention_mask": [1] * row.numel()} for row in calib]
+    started = time.perf_counter()
+    model = GPTQModel.load(model_path, config)
+    model.quantize(samples, batch_size=settings.batch_size)
+    model.save(str(out))
+    seconds = time.perf_counter() - started
+    quantized = [(p, b) for p, b in zip(params, plan.bits) if b != 16]
+    return {
+        "method": "gptq",
+        "base_bits": base,
+        "group_size": group_size,
+        "sym": settings.sym,
+        "desc_act": settings.desc_act,
+        "damp_percent": settings.damp_percent,
+        "dynamic": dynamic,
+        "seconds": round(seconds, 2),
+        "effective_bits": sum(p * effective_bits(b, group_size) for p, b in quantized) / sum(p for p, _ in quantized),
+        "size_bytes": sum(f.stat().st_size for f in Path(out).glob("*.safetensors")),
+        "module_loss": _module_loss(Path(out) / "quant_log.csv"),
+    }
+
+
+def _module_loss(log: Path) -> list[dict]:
+    """GPTQ's per-module reconstruction loss from GPTQModel's quant_log.csv."""
+    if not log.is_file():
+        return []
+    with log.open() as f:
+        return [{"layer": int(r["layer"]), "module": r["module"], "loss": float(r["loss"])} for r in csv.DictReader(f)]
+
+
+def load_quantized(path: str | Path):
+    """(model, tokenizer) of a saved GPTQ folder, on CPU, through GPTQModel (it reads `dynamic`)."""
+    try:
+        from gptqmodel import GPTQModel
+    except ImportError as e:
+        raise CompressError(f"loading a GPTQ checkpoint needs gptqmodel: run `{INSTALL}`") from e
+    from transformers import AutoTokenizer
+
+    wrapper = GPTQModel.load(str(path), device="cpu")
+    return wrapper.model.eval(), AutoTokenizer.from_pretrained(str(path))
