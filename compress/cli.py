@@ -54,6 +54,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="width each layer is tried at by the sensitivity scorer")
     s.set_defaults(handler=cmd_score)
 
+    r = sub.add_parser("run", help="score -> per-layer bits -> GPTQ checkpoint (gptqmodel), ppl before/after")
+    _common(r)
+    r.add_argument("--bits", default="mixed", help="mixed, or one width (2, 3, 4, 8) for every layer")
+    r.add_argument("--avg-bits", type=float, default=3.25, help="mixed: average bits over decoder layers")
+    r.add_argument("--bit-choices", default="4,2", help="mixed: widths; two use the LayerwiseQuant count rule, "
+                   "more the exact budgeted allocation")
+    r.add_argument("--scorer", default="lim", help="importance order: lim, bi, angular, zd, alpha, sensitivity, "
+                   "random")
+    r.add_argument("--plan", default=None, help="use this (hand-edited) plan.json instead of a policy")
+    r.add_argument("--out", default=None, help="output folder, must not exist (default: runs/run-<model>-<bits>)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--calib", default="wikitext2-valid")
+    r.add_argument("--calib-samples", type=_positive_int, default=64)
+    r.add_argument("--calib-seq-len", type=_positive_int, default=512)
+    r.add_argument("--max-windows", type=_positive_int, default=4,
+                   help="WikiText-2 test windows for perplexity before/after")
+    r.add_argument("--group-size", type=int, choices=(32, 64, 128), default=None)
+    r.set_defaults(handler=cmd_run)
+
     p = sub.add_parser("ppl", help="WikiText-2 raw test perplexity (non-overlapping windows, paper style)")
     _common(p)
     p.add_argument("--seq-len", type=_positive_int, default=None, help="window length (default 2048, capped at "
@@ -107,6 +126,32 @@ def _model_slug(model: str | None) -> str:
     if model is None:
         return "SmolLM2-135M-Instruct"
     return Path(model.rstrip("/")).name.removesuffix(".gguf") or "model"
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from compress.pipeline import RunConfig, run
+
+    try:
+        choices = tuple(int(b) for b in args.bit_choices.split(","))
+    except ValueError as e:
+        raise CompressError(f"--bit-choices must be comma-separated widths, got {args.bit_choices!r}") from e
+    config = RunConfig(bits=args.bits, avg_bits=args.avg_bits, bit_choices=choices, scorer=args.scorer,
+                       seed=args.seed, calib=args.calib, calib_samples=args.calib_samples,
+                       calib_seq_len=args.calib_seq_len, ppl_windows=args.max_windows, group_size=args.group_size)
+    label = args.bits if args.bits != "mixed" else f"mixed{args.avg_bits:g}-{args.scorer}"
+    out = Path(args.out) if args.out else Path("runs") / f"run-{_model_slug(args.model)}-{label}"
+    result = run(args.model, out, config, data_dir=args.data_dir, plan_file=args.plan)
+    plan, scores, stats = result["plan"], result["scores"], result["stats"]
+    column = {"lim": "lim", "bi": "bi", "angular": "angular_1"}.get(args.scorer, args.scorer)
+    extra = {column: scores[column]} if scores is not None and column in scores.columns else {}
+    print(plan.table(extra))
+    before, after = stats["ppl_before"], stats["ppl_after"]
+    print(f"effective bits per weight {stats['effective_bits']:.3f} (group size {stats['group_size']}), "
+          f"size {stats['size_bytes'] / 2**20:.1f} MiB, GPTQ {stats['seconds']:.0f} s")
+    print(f"WikiText-2 perplexity ({after['windows']} windows of {after['seq_len']}): {before['ppl']:.3f} before, "
+          f"{after['ppl']:.3f} after")
+    print(f"wrote {out}")
+    return 0
 
 
 def cmd_ppl(args: argparse.Namespace) -> int:

@@ -1,0 +1,73 @@
+"""`compress run` end to end on a tiny Llama folder and the real data dir."""
+
+import json
+
+import pytest
+
+from compress.cli import main
+from compress.pipeline import RunConfig, make_plan
+from compress.scores import HIGHER, LayerScores
+from conftest import byte_tokenizer, tiny_model
+
+pytest.importorskip("gptqmodel")
+
+
+@pytest.fixture
+def tiny5(tmp_path):
+    folder = tmp_path / "tiny5"
+    tiny_model("llama", hidden_size=64, intermediate_size=128, num_hidden_layers=5).save_pretrained(folder)
+    byte_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def test_make_plan_policies():
+    scores = LayerScores(4, {"lim": (0.9, 0.1, 0.5, 0.3)}, {"lim": HIGHER})
+    plan = make_plan(4, scores, RunConfig(avg_bits=3.0, scorer="lim"))
+    assert plan.bits == (4, 2, 4, 2)  # the two least important layers (1, 3) go to 2 bits
+    assert plan.layers[1].reason == "lim rank 3/4"
+    assert make_plan(4, None, RunConfig(bits="3")).bits == (3, 3, 3, 3)
+    budget = make_plan(4, scores, RunConfig(avg_bits=3.0, bit_choices=(2, 3, 4, 8), scorer="lim"))
+    assert sum(budget.bits) / 4 <= 3.0 and budget.bits[0] >= budget.bits[1]
+    assert make_plan(4, None, RunConfig(avg_bits=3.0, scorer="random", seed=1)).bits.count(2) == 2
+
+
+def test_run_writes_a_checkpoint_with_its_plan(tiny5, data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["run", "--model", str(tiny5), "--data-dir", str(data_dir), "--avg-bits", "3.2", "--scorer", "zd",
+                 "--calib-samples", "8", "--calib-seq-len", "64", "--max-windows", "2", "--out", str(out)])
+    assert code == 0
+    assert {"config.json", "model.safetensors", "plan.json", "scores.json", "stats.json", "settings.json"} <= {
+        p.name for p in out.iterdir()}
+    plan = json.loads((out / "plan.json").read_text())
+    bits = [row["bits"] for row in plan["layers"]]
+    assert sorted(bits) == [2, 2, 4, 4, 4]  # round(5 * (4 - 3.2) / 2) = 2 layers at 2 bits
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["ppl_before"]["windows"] == 2 and stats["ppl_after"]["ppl"] > 1
+    dynamic = json.loads((out / "config.json").read_text())["quantization_config"]["dynamic"]
+    assert len(dynamic) == 2 and all(v == {"bits": 2} for v in dynamic.values())
+    printed = capsys.readouterr().out
+    assert "effective bits per weight" in printed and "before" in printed
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--avg-bits", "5"], "outside the range"),
+    (["--bit-choices", "4,5"], "chosen from 2, 3, 4, 8"),
+    (["--scorer", "magic"], "unknown --scorer"),
+])
+def test_bad_run_input_is_one_line(tiny5, data_dir, tmp_path, capsys, argv, message):
+    out = tmp_path / "never"
+    code = main(["run", "--model", str(tiny5), "--data-dir", str(data_dir), "--out", str(out), *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_a_plan_for_another_model_is_refused(tiny5, data_dir, tmp_path, capsys):
+    from compress.plan import Plan
+
+    plan = tmp_path / "plan.json"
+    plan.write_text(Plan.uniform(30, 4).to_json())
+    code = main(["run", "--model", str(tiny5), "--data-dir", str(data_dir), "--plan", str(plan), "--out",
+                 str(tmp_path / "never")])
+    assert code == 2 and "plan has 30 layers but the model has 5" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
