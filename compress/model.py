@@ -76,6 +76,11 @@ def is_linear(module: nn.Module) -> bool:
     return isinstance(module, (nn.Linear, Conv1D))
 
 
+def in_features(module: nn.Module) -> int:
+    """Input width of a Linear, or of GPT-2's Conv1D (weight stored as (in, out))."""
+    return module.weight.shape[0] if type(module).__name__ == "Conv1D" else module.weight.shape[1]
+
+
 def linears(layer: nn.Module) -> dict[str, nn.Module]:
     """{"self_attn.q_proj": module, ...}: every Linear/Conv1D inside one decoder layer, in module order."""
     return {name: m for name, m in layer.named_modules() if name and is_linear(m)}
@@ -93,6 +98,14 @@ def named_linears(model: nn.Module, include_outside: bool = False) -> list[tuple
         for name, module in model.named_modules()
         if is_linear(module) and (include_outside or id(module) in layer_of)
     ]
+
+
+def layer_params(model: nn.Module) -> list[int]:
+    """Weights of the Linear/Conv1D modules in each decoder layer: what a per-layer bit budget counts."""
+    counts = [0] * len(decoder_layers(model))
+    for _, layer, module in named_linears(model):
+        counts[layer] += module.weight.numel()
+    return counts
 
 
 def cache_dir() -> Path:

@@ -70,7 +70,7 @@ def run(model: str | None, out: Path, config: RunConfig = RunConfig(), data_dir=
     from compress.api import versions
     from compress.data import calibration_samples, calibration_texts, wikitext2_test_text
     from compress.data import data_dir as resolve_data_dir
-    from compress.model import check_model_spec, decoder_layers, load_model, named_linears, resolve_model_path
+    from compress.model import check_model_spec, decoder_layers, layer_params, load_model, resolve_model_path
     from compress.outputs import check_writable
     from compress.perplexity import perplexity
     from compress.quant.gptq import GPTQSettings, load_quantized, quantize_gptq
@@ -93,10 +93,7 @@ def run(model: str | None, out: Path, config: RunConfig = RunConfig(), data_dir=
                                 seed=config.seed)
     scorer = ORDER_COLUMNS[config.scorer][0]
     scores = score(fp_model, [scorer], calib[:16], progress=progress) if scorer else None
-    params = [0] * n_layers
-    for _, layer, module in named_linears(fp_model):
-        params[layer] += module.weight.numel()
-    plan = given or make_plan(n_layers, scores, config, params)
+    plan = given or make_plan(n_layers, scores, config, layer_params(fp_model))
     test_ids = tokenizer(test_text, return_tensors="pt").input_ids[0]
     before = perplexity(fp_model, test_ids, max_windows=config.ppl_windows, progress=progress)
     del fp_model

@@ -47,19 +47,16 @@ def _skeleton(model_path: str):
 
 def plan_config(model, plan: Plan, settings: GPTQSettings):
     """(base bits, group size, dynamic, per-layer parameter counts) for `plan` on `model`."""
-    from compress.model import decoder_layers, decoder_layers_path, named_linears
+    from compress.model import decoder_layers, decoder_layers_path, in_features, layer_params, named_linears
 
     plan.check_layers(len(decoder_layers(model)))
-    modules = named_linears(model)
-    group_size = settings.group_size or common_group_size(m.in_features for _, _, m in modules)
-    bad = sorted({m.in_features for _, _, m in modules if m.in_features % group_size})
+    widths = {in_features(m) for _, _, m in named_linears(model)}
+    group_size = settings.group_size or common_group_size(widths)
+    bad = sorted(w for w in widths if w % group_size)
     if bad:
         raise CompressError(f"group size {group_size} does not divide the input widths {bad}")
-    params = [0] * plan.n_layers
-    for _, layer, m in modules:
-        params[layer] += m.weight.numel()
     base = default_bits(plan.bits)
-    return base, group_size, dynamic_overrides(plan.bits, decoder_layers_path(model), base), params
+    return base, group_size, dynamic_overrides(plan.bits, decoder_layers_path(model), base), layer_params(model)
 
 
 def quantize_gptq(model_path: str, plan: Plan, calib: torch.Tensor, out: Path,

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from compress.errors import CompressError
-from compress.model import decoder_layers, linears
+from compress.model import decoder_layers, in_features, linears
 from compress.quant.rtn import fake_quantize, group_size_for
 from compress.scores import HIGHER, LayerScores
 
@@ -60,20 +60,21 @@ def sensitivity_scores(model: torch.nn.Module, calib: torch.Tensor, config: Sens
             base_nll -= reference.gather(-1, targets).double().sum().item()
             count += targets.numel()
             for index, layer in enumerate(layers):
+                modules = linears(layer)
                 originals = {}
-                for name, module in linears(layer).items():
+                for name, module in modules.items():
                     w = module.weight.data
                     originals[name] = w.clone()
                     # GPT-2's Conv1D stores (in, out): quantize along the input dimension either way.
                     conv1d = type(module).__name__ == "Conv1D"
                     matrix = w.t() if conv1d else w
-                    q = fake_quantize(matrix, config.bits, group_size_for(matrix.shape[1], config.group_size),
+                    q = fake_quantize(matrix, config.bits, group_size_for(in_features(module), config.group_size),
                                       config.sym)
                     w.copy_(q.t() if conv1d else q)
                 try:
                     quantized = _log_probs(model, batch)
                 finally:
-                    for name, module in linears(layer).items():
+                    for name, module in modules.items():
                         module.weight.data.copy_(originals[name])
                 kl_sum[index] += (reference.exp() * (reference - quantized)).sum().double().item()
                 nll_sum[index] -= quantized.gather(-1, targets).double().sum().item()
