@@ -83,6 +83,8 @@ def run(model: str | None, out: Path, config: RunConfig = RunConfig(), data_dir=
     check_model_spec(model)
     root = resolve_data_dir(data_dir)
     texts, test_text = calibration_texts(config.calib, root), wikitext2_test_text(root)
+    if plan_file and not Path(plan_file).is_file():
+        raise CompressError(f"plan file {plan_file} does not exist")
     given = Plan.from_json(Path(plan_file).read_text()) if plan_file else None
 
     fp_model, tokenizer = load_model(model)
@@ -111,7 +113,7 @@ def run(model: str | None, out: Path, config: RunConfig = RunConfig(), data_dir=
         (tmp / "plan.json").write_text(plan.to_json())
         (tmp / "stats.json").write_text(json.dumps(stats, indent=1))
         (tmp / "settings.json").write_text(json.dumps(
-            {"command": "run", "model": model, "config": asdict(config), "plan_file": plan_file,
+            {"command": "run", "model": model or "SmolLM2-135M-Instruct (bundled default)", "config": asdict(config), "plan_file": plan_file,
              "gptq": asdict(settings), "versions": versions()}, indent=1))
         tmp.rename(out)
     finally:

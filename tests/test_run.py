@@ -71,3 +71,9 @@ def test_a_plan_for_another_model_is_refused(tiny5, data_dir, tmp_path, capsys):
                  str(tmp_path / "never")])
     assert code == 2 and "plan has 30 layers but the model has 5" in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
+
+
+def test_missing_plan_file_is_one_line(tiny5, data_dir, tmp_path, capsys):
+    code = main(["run", "--model", str(tiny5), "--data-dir", str(data_dir), "--plan", str(tmp_path / "nope.json"),
+                 "--out", str(tmp_path / "never")])
+    assert code == 2 and "plan file" in capsys.readouterr().err
