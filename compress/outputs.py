@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
 from compress.errors import CompressError
 
@@ -36,13 +37,28 @@ def _existing_ancestor(path: Path) -> Path:
     return path
 
 
-def write_folder(out: Path, files: Mapping[str, Content]) -> None:
-    """Write every file into a temporary folder beside `out`, then move them in: all or nothing."""
+@contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """Yield a temporary folder beside `out`; when the block ends without error, move its files into
+    `out` (a rename if `out` does not exist yet, else file by file), else delete it: all or nothing."""
     out = Path(out)
-    check_writable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
+        yield tmp
+        if not out.exists():
+            tmp.rename(out)
+            return
+        for path in tmp.iterdir():  # out exists (e.g. a rerun): replace just these files
+            os.replace(path, out / path.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_folder(out: Path, files: Mapping[str, Content]) -> None:
+    """Write every file into `out` through a staged folder: all or nothing."""
+    check_writable(Path(out))
+    with staged_folder(Path(out)) as tmp:
         for name, content in files.items():
             target = tmp / name
             if callable(content):
@@ -51,10 +67,3 @@ def write_folder(out: Path, files: Mapping[str, Content]) -> None:
                 target.write_bytes(content)
             else:
                 target.write_text(content, encoding="utf-8")
-        if not out.exists():
-            tmp.rename(out)
-            return
-        for name in files:  # out exists (e.g. a rerun): replace just these files
-            os.replace(tmp / name, out / name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

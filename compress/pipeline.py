@@ -8,8 +8,6 @@ and repeated (`--plan plan.json`). It is written under a temporary name and rena
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -71,7 +69,7 @@ def run(model: str | None, out: Path, config: RunConfig = RunConfig(), data_dir=
     from compress.data import calibration_samples, calibration_texts, wikitext2_test_text
     from compress.data import data_dir as resolve_data_dir
     from compress.model import check_model_spec, decoder_layers, layer_params, load_model, resolve_model_path
-    from compress.outputs import check_writable
+    from compress.outputs import check_writable, staged_folder
     from compress.perplexity import perplexity
     from compress.quant.gptq import GPTQSettings, load_quantized, quantize_gptq
     from compress.scorers import score
@@ -100,9 +98,7 @@ def run(model: str | None, out: Path, config: RunConfig = RunConfig(), data_dir=
     before = perplexity(fp_model, test_ids, max_windows=config.ppl_windows, progress=progress)
     del fp_model
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
+    with staged_folder(out) as tmp:
         settings = GPTQSettings(group_size=config.group_size, sym=config.sym, desc_act=config.desc_act)
         stats = quantize_gptq(resolve_model_path(model), plan, calib, tmp, settings)
         quantized, _ = load_quantized(tmp)
@@ -113,9 +109,6 @@ def run(model: str | None, out: Path, config: RunConfig = RunConfig(), data_dir=
         (tmp / "plan.json").write_text(plan.to_json())
         (tmp / "stats.json").write_text(json.dumps(stats, indent=1))
         (tmp / "settings.json").write_text(json.dumps(
-            {"command": "run", "model": model or "SmolLM2-135M-Instruct (bundled default)", "config": asdict(config), "plan_file": plan_file,
-             "gptq": asdict(settings), "versions": versions()}, indent=1))
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            {"command": "run", "model": model or "SmolLM2-135M-Instruct (bundled default)", "config": asdict(config),
+             "plan_file": plan_file, "gptq": asdict(settings), "versions": versions()}, indent=1))
     return {"plan": plan, "scores": scores, "stats": stats}
