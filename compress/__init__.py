@@ -1,15 +1,26 @@
 """compress: score every decoder layer of a causal LM, then treat layers differently.
 
-Public API (mirrors the CLI): load_model, decoder_layers, score, score_model, LayerScores, perplexity,
-wikitext2_ppl. Submodules import torch lazily, so `import compress` stays cheap.
+Public API (mirrors the CLI): load_model, decoder_layers, score, score_model, LayerScores, wikitext2_ppl
+(`compress score` / `compress ppl`); run, RunConfig, make_plan, Plan, load_quantized (`compress run`).
+Submodules import torch lazily, so `import compress` stays cheap.
 """
+
+__version__ = "0.1.0"
 
 from compress.api import score_model, wikitext2_ppl
 from compress.errors import CompressError
 from compress.model import decoder_layers, load_model
+from compress.pipeline import RunConfig, make_plan, run
+from compress.plan import Plan
 from compress.scorers import SCORERS, score
 from compress.scores import LayerScores
 
-__all__ = ["CompressError", "LayerScores", "SCORERS", "decoder_layers", "load_model", "score", "score_model",
-           "wikitext2_ppl"]
-__version__ = "0.1.0"
+__all__ = ["CompressError", "LayerScores", "Plan", "RunConfig", "SCORERS", "decoder_layers", "load_model",
+           "load_quantized", "make_plan", "run", "score", "score_model", "wikitext2_ppl"]
+
+
+def load_quantized(path):
+    """(model, tokenizer) of a GPTQ folder written by `compress run`, on CPU, through GPTQModel."""
+    from compress.quant.gptq import load_quantized as load
+
+    return load(path)

@@ -21,11 +21,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _at_least(low: int):
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+    return parse
+
+
+_positive_int, _count = _at_least(1), _at_least(0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,8 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--calib", default="wikitext2-valid")
     r.add_argument("--calib-samples", type=_positive_int, default=64)
     r.add_argument("--calib-seq-len", type=_positive_int, default=512)
-    r.add_argument("--max-windows", type=_positive_int, default=4,
-                   help="WikiText-2 test windows for perplexity before/after")
+    r.add_argument("--max-windows", type=_count, default=4,
+                   help="WikiText-2 test windows for perplexity before/after (0: skip the measurement)")
     r.add_argument("--group-size", type=int, choices=(32, 64, 128), default=None)
     r.set_defaults(handler=cmd_run)
 
@@ -145,11 +150,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     column = {"lim": "lim", "bi": "bi", "angular": "angular_1"}.get(args.scorer, args.scorer)
     extra = {column: scores[column]} if scores is not None and column in scores.columns else {}
     print(plan.table(extra))
-    before, after = stats["ppl_before"], stats["ppl_after"]
     print(f"effective bits per weight {stats['effective_bits']:.3f} (group size {stats['group_size']}), "
           f"size {stats['size_bytes'] / 2**20:.1f} MiB, GPTQ {stats['seconds']:.0f} s")
-    print(f"WikiText-2 perplexity ({after['windows']} windows of {after['seq_len']}): {before['ppl']:.3f} before, "
-          f"{after['ppl']:.3f} after")
+    if "ppl_after" in stats:
+        before, after = stats["ppl_before"], stats["ppl_after"]
+        print(f"WikiText-2 perplexity ({after['windows']} windows of {after['seq_len']}): {before['ppl']:.3f} "
+              f"before, {after['ppl']:.3f} after")
     print(f"wrote {out}")
     return 0
 

@@ -62,6 +62,22 @@ def test_bad_run_input_is_one_line(tiny5, data_dir, tmp_path, capsys, argv, mess
     assert not out.exists()
 
 
+def test_knapsack_on_measured_sensitivity_without_perplexity(tiny5, data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["run", "--model", str(tiny5), "--data-dir", str(data_dir), "--avg-bits", "3.5", "--bit-choices",
+                 "2,3,4,8", "--scorer", "sensitivity", "--calib-samples", "8", "--calib-seq-len", "64",
+                 "--max-windows", "0", "--group-size", "32", "--out", str(out)])
+    assert code == 0
+    costs = json.loads((out / "costs.json").read_text())
+    assert len(costs) == 5 and all(set(row) == {"2", "3", "4", "8"} for row in costs)
+    plan = json.loads((out / "plan.json").read_text())
+    assert sum(row["bits"] for row in plan["layers"]) <= 3.5 * 5
+    assert plan["layers"][0]["reason"].startswith("knapsack on measured KL")
+    stats = json.loads((out / "stats.json").read_text())
+    assert "ppl_after" not in stats and stats["effective_bits"] > 2
+    assert "perplexity" not in capsys.readouterr().out
+
+
 def test_a_plan_for_another_model_is_refused(tiny5, data_dir, tmp_path, capsys):
     from compress.plan import Plan
 

@@ -161,3 +161,17 @@ def test_sensitivity_runs_on_gpt2_conv1d():
 
     s = sensitivity_scores(tiny_model("gpt2"), calib(n=2, t=16), SensitivityConfig(group_size=32), progress=False)
     assert all(x > 0 for x in s.columns["sensitivity"])
+
+
+def test_measured_costs_fall_with_width_and_feed_the_knapsack():
+    from compress.policies import budgeted_bits
+    from compress.scorers.sensitivity import measured_costs
+
+    model = tiny_model("llama")
+    decoder_layers(model)[1] = Identity()
+    costs = measured_costs(model, calib(n=4, t=24), (2, 4, 8), group_size=32, progress=False)
+    assert len(costs) == len(decoder_layers(model)) and all(set(c) == {2, 4, 8} for c in costs)
+    assert costs[1] == {2: 0.0, 4: 0.0, 8: 0.0}  # a layer with no weights costs nothing at any width
+    assert all(c[2] > c[4] > c[8] for i, c in enumerate(costs) if i != 1)
+    bits = budgeted_bits(costs, [1] * len(costs), 4.0)
+    assert bits[1] == 2  # the free layer takes the lowest width, paying for more bits elsewhere

@@ -82,6 +82,7 @@ def quantize_gptq(model_path: str, plan: Plan, calib: torch.Tensor, out: Path,
     model.save(str(out))
     seconds = time.perf_counter() - started
     quantized = [(p, b) for p, b in zip(params, plan.bits) if b != 16]
+    losses = _module_loss(Path(out) / "quant_log.csv")  # GPTQ's ||(W - Q) X||^2-style error per Linear
     return {
         "method": "gptq",
         "base_bits": base,
@@ -93,7 +94,9 @@ def quantize_gptq(model_path: str, plan: Plan, calib: torch.Tensor, out: Path,
         "seconds": round(seconds, 2),
         "effective_bits": sum(p * effective_bits(b, group_size) for p, b in quantized) / sum(p for p, _ in quantized),
         "size_bytes": sum(f.stat().st_size for f in Path(out).glob("*.safetensors")),
-        "module_loss": _module_loss(Path(out) / "quant_log.csv"),
+        "module_loss": losses,
+        "layer_loss": [sum(r["loss"] for r in losses if r["layer"] == i and isinstance(r["loss"], float))
+                       for i in range(len(plan.bits))],
     }
 
 
@@ -102,7 +105,15 @@ def _module_loss(log: Path) -> list[dict]:
     if not log.is_file():
         return []
     with log.open() as f:
-        return [{"layer": int(r["layer"]), "module": r["module"], "loss": float(r["loss"])} for r in csv.DictReader(f)]
+        return [{"layer": int(r["layer"]), "module": r["module"], "loss": _number(r["loss"])} for r in csv.DictReader(f)]
+
+
+def _number(text: str) -> float | str:
+    """GPTQ's loss, or GPTQModel's note when it fell back to round-to-nearest (e.g. "rtn fallback")."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def load_quantized(path: str | Path):

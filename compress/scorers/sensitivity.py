@@ -94,3 +94,16 @@ def sensitivity_scores(model: torch.nn.Module, calib: torch.Tensor, config: Sens
                                f"(full model: {base_ppl:.3f})",
         },
     )
+
+
+def measured_costs(model: torch.nn.Module, calib: torch.Tensor, widths, group_size: int = 128, sym: bool = True,
+                   known: dict | None = None, progress: bool = True) -> list[dict[int, float]]:
+    """Per layer and width, the measured KL of quantizing that layer alone to that width with RTN: the
+    knapsack's costs (budgeted_bits). One sensitivity pass per width, (L + 1) forwards per batch each,
+    except for widths whose per-layer column is already `known` ({bits: sensitivity column})."""
+    per_width = dict(known or {})
+    for b in widths:
+        if b not in per_width:
+            config = SensitivityConfig(bits=b, group_size=group_size, sym=sym)
+            per_width[b] = sensitivity_scores(model, calib, config, progress=progress).columns["sensitivity"]
+    return [{b: max(0.0, per_width[b][i]) for b in widths} for i in range(len(decoder_layers(model)))]
