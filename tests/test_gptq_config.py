@@ -33,3 +33,12 @@ def test_layers_path_comes_from_the_accessor():
     assert decoder_layers_path(tiny_model("llama")) == "model.layers"
     assert decoder_layers_path(tiny_model("gpt2")) == "transformer.h"
     assert decoder_layers_path(tiny_model("opt")) == "model.decoder.layers"
+
+
+def test_unpack_reads_widths_from_dynamic_like_gptqmodel():
+    from compress.quant.unpack import layer_bits
+
+    config = {"bits": 4, "dynamic": dynamic_overrides([4, 2, 16], "model.layers", 4)}
+    names = [f"model.layers.{i}.self_attn.q_proj" for i in range(3)]
+    assert [layer_bits(n, config) for n in names] == [4, 2, None]
+    assert layer_bits("model.layers.12.mlp.up_proj", {"bits": 4, "dynamic": {"+:^model\\.layers\\.1\\.": {"bits": 2}}}) == 4

@@ -12,6 +12,7 @@ On-disk GPTQ ("v1", AutoGPTQ's format, what GPTQModel saves with checkpoint_form
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -51,9 +52,8 @@ def dequantize_weight(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch
 
 
 def layer_bits(name: str, config: dict) -> int | None:
-    """Width of the Linear `name` under quantization_config's `dynamic` rules (None: left in float)."""
-    import re
-
+    """Width of the Linear `name` under quantization_config's `dynamic` rules (None: left in float), matched
+    as GPTQModel and vLLM do: first matching rule wins, "-:" excludes, "+:" (or no prefix) overrides."""
     for pattern, override in (config.get("dynamic") or {}).items():
         if pattern.startswith("-:") and re.match(pattern[2:], name):
             return None
