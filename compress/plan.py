@@ -65,6 +65,20 @@ class Plan:
         return Plan(tuple(LayerDecision(d.index, b, d.skip, d.lr_mult, r)
                           for d, b, r in zip(self.layers, bits, reasons)))
 
+    def with_skip(self, dropped: Sequence[int], reason: str = "") -> "Plan":
+        """The same plan with the `dropped` layers marked skip (and left at 16 bits)."""
+        dropped = set(dropped)
+        bad = sorted(i for i in dropped if not 0 <= i < self.n_layers)
+        if bad:
+            raise ValueError(f"layer indices {bad} are out of range 0..{self.n_layers - 1}")
+        return Plan(tuple(LayerDecision(d.index, 16, True, d.lr_mult, reason or d.reason) if d.index in dropped
+                          else d for d in self.layers))
+
+    @property
+    def kept(self) -> tuple[int, ...]:
+        """Indices of the layers that stay, in order."""
+        return tuple(d.index for d in self.layers if not d.skip)
+
     def check_layers(self, n_layers: int) -> None:
         """Refuse a plan made for a model with a different number of decoder layers."""
         if n_layers != self.n_layers:

@@ -45,3 +45,14 @@ def test_a_plan_for_another_model_is_refused():
     with pytest.raises(CompressError, match="plan has 30 layers but the model has 32"):
         Plan.uniform(30, 4).check_layers(32)
     Plan.uniform(30, 4).check_layers(30)
+
+
+def test_skip_marks_layers_and_round_trips():
+    plan = Plan.uniform(5, 4).with_skip([1, 3], "bi rank 4/5")
+    assert plan.kept == (0, 2, 4) and plan.bits == (4, 16, 4, 16, 4)
+    assert plan.layers[1].skip and plan.layers[1].reason == "bi rank 4/5"
+    assert Plan.from_json(plan.to_json()) == plan
+    with pytest.raises(ValueError, match="out of range"):
+        plan.with_skip([5])
+    with pytest.raises(ValueError, match="every layer"):
+        Plan.uniform(2).with_skip([0, 1])
