@@ -28,6 +28,11 @@ def tiny_model(kind: str = "llama", seed: int = 0, **overrides):
     elif kind == "gpt2":
         config = tf.GPT2Config(vocab_size=256, n_embd=32, n_layer=4, n_head=4, n_positions=128, bos_token_id=0,
                                eos_token_id=0, **overrides)
+    elif kind == "qwen3":  # per-layer `layer_types` in its config
+        config = tf.Qwen3Config(**{**TINY, "head_dim": 8, **overrides})
+    elif kind == "gemma3":  # sliding/full attention pattern in `layer_types`
+        config = tf.Gemma3TextConfig(**{**TINY, "head_dim": 8, "num_hidden_layers": 7, "sliding_window": 16,
+                                        **overrides})
     elif kind == "opt":
         config = tf.OPTConfig(vocab_size=256, hidden_size=32, ffn_dim=64, num_hidden_layers=4,
                               num_attention_heads=4, max_position_embeddings=128, word_embed_proj_dim=32,
