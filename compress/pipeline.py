@@ -75,12 +75,10 @@ def run(model: str | None, out: Path, config: RunConfig = RunConfig(), data_dir=
     from compress.api import versions
     from compress.data import calibration_samples, calibration_texts, wikitext2_test_text
     from compress.data import data_dir as resolve_data_dir
-    from compress.model import (check_model_spec, decoder_layers, in_features, layer_params, load_model,
-                                named_linears, resolve_model_path)
+    from compress.model import check_model_spec, decoder_layers, layer_params, load_model, resolve_model_path
     from compress.outputs import check_writable, staged_folder
     from compress.perplexity import perplexity
-    from compress.quant.gptq import GPTQSettings, load_quantized, quantize_gptq
-    from compress.quant.gptq_config import common_group_size
+    from compress.quant.gptq import GPTQSettings, load_quantized, quantize_gptq, resolve_group_size
     from compress.scorers import score
     from compress.scorers.sensitivity import measured_costs
 
@@ -90,8 +88,9 @@ def run(model: str | None, out: Path, config: RunConfig = RunConfig(), data_dir=
     check_writable(out)
     check_model_spec(model)
     root = resolve_data_dir(data_dir)
+    measure = config.ppl_windows != 0  # perplexity before/after (0: skipped)
     texts = calibration_texts(config.calib, root)
-    test_text = wikitext2_test_text(root) if config.ppl_windows != 0 else None
+    test_text = wikitext2_test_text(root) if measure else None
     if plan_file and not Path(plan_file).is_file():
         raise CompressError(f"plan file {plan_file} does not exist")
     given = Plan.from_json(Path(plan_file).read_text()) if plan_file else None
@@ -104,7 +103,7 @@ def run(model: str | None, out: Path, config: RunConfig = RunConfig(), data_dir=
                                 seed=config.seed)
     scorer = ORDER_COLUMNS[config.scorer][0]
     settings = GPTQSettings(group_size=config.group_size, sym=config.sym, desc_act=config.desc_act)
-    group_size = settings.group_size or common_group_size({in_features(m) for _, _, m in named_linears(fp_model)})
+    group_size = resolve_group_size(fp_model, settings)
     score_calib = calib[:config.score_samples, :config.score_seq_len]
     # sensitivity is measured at the plan's low width and the group size GPTQ will use
     options = {"sensitivity": {"bits": config.bit_choices[0], "group_size": group_size, "sym": config.sym}}
@@ -115,7 +114,6 @@ def run(model: str | None, out: Path, config: RunConfig = RunConfig(), data_dir=
         costs = measured_costs(fp_model, score_calib, config.bit_choices, group_size, config.sym,
                                known={config.bit_choices[0]: scores["sensitivity"]}, progress=progress)
     plan = given or make_plan(n_layers, scores, config, layer_params(fp_model), costs)
-    measure = config.ppl_windows != 0
     test_ids = tokenizer(test_text, return_tensors="pt").input_ids[0] if measure else None
     before = perplexity(fp_model, test_ids, max_windows=config.ppl_windows, progress=progress) if measure else None
     del fp_model

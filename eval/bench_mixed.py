@@ -34,7 +34,7 @@ from compress.model import decoder_layers, layer_params, load_model, resolve_mod
 from compress.perplexity import perplexity  # noqa: E402
 from compress.pipeline import RunConfig, make_plan  # noqa: E402
 from compress.quant.gptq import GPTQSettings, load_quantized, quantize_gptq  # noqa: E402
-from compress.quant.unpack import dequantized_state  # noqa: E402
+from compress.quant.unpack import load_dequantized  # noqa: E402
 from compress.scores import LayerScores, rank_agreement  # noqa: E402
 from compress.scorers import score  # noqa: E402
 from compress.scorers.sensitivity import measured_costs  # noqa: E402
@@ -63,9 +63,7 @@ def configurations(budgets: list[float], seeds: int) -> list[tuple[str, RunConfi
 
 def unpacked_model(folder: Path, model_spec):
     """The float32 model carrying the weights unpacked from the checkpoint's safetensors with plain torch."""
-    model, _ = load_model(model_spec)
-    model.load_state_dict(dequantized_state(folder), strict=False)
-    return model
+    return load_dequantized(load_model(model_spec)[0], folder)
 
 
 def kernel_check(quantized, unpacked, window: torch.Tensor) -> dict:
@@ -114,7 +112,7 @@ def main() -> None:
         scores = score(model, ["alpha", "lim", "zd", "sensitivity"], score_calib, settings)
         results["scoring_seconds"] = round(time.perf_counter() - started, 1)
         started = time.perf_counter()
-        costs = measured_costs(model, score_calib, KNAPSACK_WIDTHS, GROUP_SIZE)
+        costs = measured_costs(model, score_calib, KNAPSACK_WIDTHS, GROUP_SIZE, known={2: scores["sensitivity"]})
         results["costs_seconds"] = round(time.perf_counter() - started, 1)
         scores_file.write_text(scores.to_json())
         costs_file.write_text(json.dumps([{str(b): c for b, c in row.items()} for row in costs], indent=1))

@@ -31,7 +31,7 @@ from compress.data import calibration_samples, calibration_texts, data_dir, wiki
 from compress.model import decoder_layers, in_features, linears, load_model, resolve_model_path  # noqa: E402
 from compress.perplexity import perplexity  # noqa: E402
 from compress.plan import Plan  # noqa: E402
-from compress.quant.gptq import GPTQSettings, load_quantized, plan_config  # noqa: E402
+from compress.quant.gptq import load_quantized, quantize_config  # noqa: E402
 from compress.quant.rtn import fake_quantize, group_size_for  # noqa: E402
 
 GROUP_SIZE = 64
@@ -51,12 +51,9 @@ def rtn_ppl(bits: list[int], test_ids, windows: int, model_spec) -> float:
 
 def gptq(model_path: str, bits: list[int], samples: list[dict], out: Path):
     """GPTQModel's own flow; returns the wrapper whose .model is the in-memory quantized model."""
-    from gptqmodel import GPTQModel, QuantizeConfig
+    from gptqmodel import GPTQModel
 
-    base, group_size, dynamic, _ = plan_config(load_model(model_path)[0], Plan.uniform(N_LAYERS).with_bits(bits),
-                                                        GPTQSettings())
-    config = QuantizeConfig(bits=base, group_size=group_size, sym=True, desc_act=False, damp_percent=0.05,
-                            dynamic=dynamic or None, offload_to_disk=False)
+    config, _ = quantize_config(model_path, Plan.uniform(N_LAYERS).with_bits(bits))
     model = GPTQModel.load(model_path, config)
     model.quantize(samples, batch_size=4)
     model.save(str(out))

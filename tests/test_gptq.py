@@ -9,7 +9,7 @@ import torch
 from compress.errors import CompressError
 from compress.plan import Plan
 from compress.quant.gptq import GPTQSettings, load_quantized, plan_config, quantize_gptq
-from compress.quant.unpack import dequantized_state, unpack_rows
+from compress.quant.unpack import dequantized_state, load_dequantized, unpack_rows
 from conftest import byte_tokenizer, tiny_model
 
 pytest.importorskip("gptqmodel")
@@ -71,10 +71,8 @@ def test_every_width_reloads_close_to_the_original(source, tmp_path, bits, floor
     assert tokenizer.decode(tokenizer("ok").input_ids) == "ok"
     # The kernel computes exactly what the packed codes say: same logits as the float model carrying the
     # weights unpacked from the safetensors with plain torch (catches packing or kernel defects per width).
-    reference = tiny_model("llama", **SHAPE)
-    state = dequantized_state(tmp_path / "q")
-    assert len(state) == 5 * 7
-    reference.load_state_dict(state, strict=False)
+    assert len(dequantized_state(tmp_path / "q")) == 5 * 7
+    reference = load_dequantized(tiny_model("llama", **SHAPE), tmp_path / "q")
     got, want = logits(model), logits(reference.to(model.dtype))
     # Measured: cosine >= 0.99995 at every width, max difference 1-3 bfloat16 rounding steps (vs cosine
     # 0.74-0.9999 with the original model), so a scrambled code or zero point cannot pass.

@@ -70,7 +70,7 @@ def test_gptq_at_every_width_reloads_to_what_its_safetensors_say(smollm2, data_d
     from compress.data import calibration_samples, calibration_texts, wikitext2_test_text
     from compress.plan import Plan
     from compress.quant.gptq import load_quantized, quantize_gptq
-    from compress.quant.unpack import dequantized_state
+    from compress.quant.unpack import load_dequantized
 
     model, tokenizer = smollm2
     bits = [(8, 4, 3, 2)[i % 4] for i in range(30)]
@@ -79,9 +79,7 @@ def test_gptq_at_every_width_reloads_to_what_its_safetensors_say(smollm2, data_d
     assert stats["group_size"] == 64 and len(stats["layer_loss"]) == 30
     quantized, _ = load_quantized(tmp_path / "q")
     assert [decoder_layers(quantized)[i].mlp.down_proj.bits for i in range(4)] == [8, 4, 3, 2]
-    reference, _ = load_model(None)
-    reference.load_state_dict(dequantized_state(tmp_path / "q"), strict=False)
-    reference = reference.to(quantized.dtype)
+    reference = load_dequantized(load_model(None)[0], tmp_path / "q").to(quantized.dtype)
     ids = tokenizer(wikitext2_test_text(data_dir), return_tensors="pt").input_ids[0][:256]
     with torch.inference_mode():
         nll = [torch.nn.functional.cross_entropy(m(input_ids=ids[None]).logits[0, :-1].float(), ids[1:]).item()

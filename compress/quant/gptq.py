@@ -45,18 +45,40 @@ def _skeleton(model_path: str):
         return AutoModelForCausalLM.from_config(config)
 
 
-def plan_config(model, plan: Plan, settings: GPTQSettings):
-    """(base bits, group size, dynamic, per-layer parameter counts) for `plan` on `model`."""
-    from compress.model import decoder_layers, decoder_layers_path, in_features, layer_params, named_linears
+def resolve_group_size(model, settings: GPTQSettings) -> int:
+    """The one group size of the checkpoint: the setting, else the largest of 128/64/32 dividing every
+    quantized Linear's input width; refused if it does not divide them all."""
+    from compress.model import in_features, named_linears
 
-    plan.check_layers(len(decoder_layers(model)))
     widths = {in_features(m) for _, _, m in named_linears(model)}
     group_size = settings.group_size or common_group_size(widths)
     bad = sorted(w for w in widths if w % group_size)
     if bad:
         raise CompressError(f"group size {group_size} does not divide the input widths {bad}")
+    return group_size
+
+
+def plan_config(model, plan: Plan, settings: GPTQSettings):
+    """(base bits, group size, dynamic, per-layer parameter counts) for `plan` on `model`."""
+    from compress.model import decoder_layers, decoder_layers_path, layer_params
+
+    plan.check_layers(len(decoder_layers(model)))
+    group_size = resolve_group_size(model, settings)
     base = default_bits(plan.bits)
     return base, group_size, dynamic_overrides(plan.bits, decoder_layers_path(model), base), layer_params(model)
+
+
+def quantize_config(model_path: str, plan: Plan, settings: GPTQSettings = GPTQSettings()):
+    """(GPTQModel QuantizeConfig, plan_config's tuple) for quantizing the model at `model_path` per `plan`."""
+    try:
+        from gptqmodel import QuantizeConfig
+    except ImportError as e:
+        raise CompressError(f"GPTQ needs gptqmodel: run `{INSTALL}`") from e
+    resolved = plan_config(_skeleton(model_path), plan, settings)
+    base, group_size, dynamic, _ = resolved
+    config = QuantizeConfig(bits=base, group_size=group_size, sym=settings.sym, desc_act=settings.desc_act,
+                            damp_percent=settings.damp_percent, dynamic=dynamic or None, offload_to_disk=False)
+    return config, resolved
 
 
 def quantize_gptq(model_path: str, plan: Plan, calib: torch.Tensor, out: Path,
@@ -67,14 +89,9 @@ def quantize_gptq(model_path: str, plan: Plan, calib: torch.Tensor, out: Path,
     fp16 scales and zero points, decoder Linears), size on disk, and GPTQ's per-module loss.
     """
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(os.cpu_count() or 1))  # gptqmodel needs it on CPU
-    try:
-        from gptqmodel import GPTQModel, QuantizeConfig
-    except ImportError as e:
-        raise CompressError(f"GPTQ needs gptqmodel: run `{INSTALL}`") from e
-    base, group_size, dynamic, params = plan_config(_skeleton(model_path), plan, settings)
-    config = QuantizeConfig(bits=base, group_size=group_size, sym=settings.sym, desc_act=settings.desc_act,
-                            damp_percent=settings.damp_percent, dynamic=dynamic or None,
-                            offload_to_disk=False)
+    config, (base, group_size, dynamic, params) = quantize_config(model_path, plan, settings)
+    from gptqmodel import GPTQModel  # present: quantize_config checked
+
     samples = [{"input_ids": row.tolist(), "attention_mask": [1] * row.numel()} for row in calib]
     started = time.perf_counter()
     model = GPTQModel.load(model_path, config)

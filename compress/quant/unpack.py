@@ -82,3 +82,10 @@ def dequantized_state(folder: str | Path) -> dict[str, torch.Tensor]:
             weights[f"{name}.weight"] = dequantize_weight(tensors[key], tensors[f"{name}.qzeros"],
                                                           tensors[f"{name}.scales"], tensors[f"{name}.g_idx"], bits)
     return weights
+
+
+def load_dequantized(model, folder: str | Path):
+    """`model` (the float architecture of the checkpoint) carrying the weights stored in `folder`'s
+    quantized Linears; its other weights are left as they are. Returns the model."""
+    model.load_state_dict(dequantized_state(folder), strict=False)
+    return model
