@@ -146,3 +146,62 @@ def wikitext2_ppl(
     ids = tokenizer(text, return_tensors="pt").input_ids[0]
     return perplexity(model, ids, seq_len=seq_len, max_windows=max_windows, batch_size=batch_size,
                       progress=progress)
+
+
+def load_any(model: str | None, trust_remote_code: bool = False):
+    """(model, tokenizer) of anything compress reads or writes: a GPTQ folder of `compress run` (through
+    GPTQModel, which reads per-layer `dynamic` widths) or any model `load_model` takes."""
+    if model is not None:
+        config = Path(model) / "config.json"
+        if config.is_file() and "quantization_config" in json.loads(config.read_text()):
+            from compress.quant.gptq import load_quantized
+
+            return load_quantized(model)
+    from compress.model import check_model_spec, load_model
+
+    check_model_spec(model)
+    return load_model(model, trust_remote_code=trust_remote_code)
+
+
+def generate(
+    model: Any = None,
+    tokenizer: Any = None,
+    *,
+    prompt: str,
+    max_new_tokens: int = 64,
+    decode_skip: float = 0.0,
+    skip_layers: Sequence[int] = (),
+    trust_remote_code: bool = False,
+) -> dict:
+    """`compress generate`: greedy generation; with decode_skip (a fraction) or skip_layers, the new tokens
+    skip those layers while the prompt runs through all (Unified Layer Skipping, compress.skipping; the
+    fraction picks ULS's balanced pattern). Returns {"text", "new_tokens", "seconds", "tokens_per_s",
+    "skipped"}."""
+    import torch
+
+    from compress.layer_selection import check_drop, drop_count, uls_drop
+    from compress.model import decoder_layers
+    from compress.skipping import skipping
+
+    if not 0 <= decode_skip < 1:
+        raise CompressError(f"--decode-skip is the fraction of layers to skip, in [0, 1); got {decode_skip:g}")
+    if decode_skip and skip_layers:
+        raise CompressError("give --decode-skip or --skip-layers, not both")
+    if max_new_tokens < 1:
+        raise CompressError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
+    if model is None or isinstance(model, str):
+        model, tokenizer = load_any(model, trust_remote_code)
+    elif tokenizer is None:
+        raise CompressError("pass the tokenizer together with an already loaded model")
+    n_layers = len(decoder_layers(model))
+    skipped = (check_drop(list(skip_layers), n_layers) if skip_layers
+               else uls_drop(n_layers, drop_count(n_layers, drop_ratio=decode_skip)))
+    ids = tokenizer(prompt, return_tensors="pt").input_ids.to(next(model.parameters()).device)
+    started = time.perf_counter()
+    with skipping(model, skipped, mode="decode"), torch.inference_mode():
+        out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+    seconds = time.perf_counter() - started
+    new = out[0, ids.shape[1]:]
+    return {"text": tokenizer.decode(new, skip_special_tokens=True), "new_tokens": new.numel(),
+            "seconds": seconds, "tokens_per_s": new.numel() / seconds, "skipped": skipped}

@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="score -> per-layer bits -> GPTQ checkpoint (gptqmodel), ppl before/after")
     _common(r)
-    r.add_argument("--bits", default="mixed", help="mixed, or one width (2, 3, 4, 8) for every layer")
+    r.add_argument("--bits", default="mixed", help="mixed, or one width (2, 3, 4, 8) for every layer, or 16 for "
+                   "no quantization (e.g. only --skip)")
     r.add_argument("--avg-bits", type=float, default=3.25, help="mixed: average bits over decoder layers")
     r.add_argument("--bit-choices", default="4,2", help="mixed: widths; two use the LayerwiseQuant count rule, "
                    "more the exact budgeted allocation")
@@ -76,7 +77,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-windows", type=_count, default=4,
                    help="WikiText-2 test windows for perplexity before/after (0: skip the measurement)")
     r.add_argument("--group-size", type=int, choices=(32, 64, 128), default=None)
+    r.add_argument("--skip", type=float, default=0.0, help="remove this fraction of the decoder layers first "
+                   "(round(skip * L) layers), then plan bits on the rest")
+    r.add_argument("--skip-policy", default="bi", help="which layers --skip removes: bi (ShortGPT), angular "
+                   "(Gromov et al. contiguous block), uls (evenly spaced), greedy (measured), random")
+    r.add_argument("--skip-layers", default=None, help="remove exactly these layers instead: comma list, e.g. 3,5,7")
     r.set_defaults(handler=cmd_run)
+
+    g = sub.add_parser("generate", help="greedy generation; --decode-skip skips layers for the new tokens "
+                       "(Unified Layer Skipping: the prompt runs through all layers)")
+    _common(g)
+    g.add_argument("prompt", help="the prompt text")
+    g.add_argument("--max-new-tokens", type=_positive_int, default=64)
+    g.add_argument("--decode-skip", type=float, default=0.0, help="fraction of layers the new tokens skip, "
+                   "evenly spaced, first and last kept (ULS); their KV entries copy the nearest kept layer below")
+    g.add_argument("--skip-layers", default=None, help="skip exactly these layers while decoding: comma list")
+    g.set_defaults(handler=cmd_generate)
 
     p = sub.add_parser("ppl", help="WikiText-2 raw test perplexity (non-overlapping windows, paper style)")
     _common(p)
@@ -140,24 +156,64 @@ def cmd_run(args: argparse.Namespace) -> int:
         choices = tuple(int(b) for b in args.bit_choices.split(","))
     except ValueError as e:
         raise CompressError(f"--bit-choices must be comma-separated widths, got {args.bit_choices!r}") from e
+    skip_layers = _index_list(args.skip_layers) if args.skip_layers else ()
     config = RunConfig(bits=args.bits, avg_bits=args.avg_bits, bit_choices=choices, scorer=args.scorer,
                        seed=args.seed, calib=args.calib, calib_samples=args.calib_samples,
-                       calib_seq_len=args.calib_seq_len, ppl_windows=args.max_windows, group_size=args.group_size)
+                       calib_seq_len=args.calib_seq_len, ppl_windows=args.max_windows, group_size=args.group_size,
+                       skip=args.skip, skip_layers=skip_layers, skip_policy=args.skip_policy)
     label = args.bits if args.bits != "mixed" else f"mixed{args.avg_bits:g}-{args.scorer}"
+    if args.skip:
+        label = f"skip{args.skip:g}-{args.skip_policy}-{label}"
     out = Path(args.out) if args.out else Path("runs") / f"run-{_model_slug(args.model)}-{label}"
     result = run(args.model, out, config, data_dir=args.data_dir, plan_file=args.plan)
     plan, scores, stats = result["plan"], result["scores"], result["stats"]
-    column = {"lim": "lim", "bi": "bi", "angular": "angular_1"}.get(args.scorer, args.scorer)
-    extra = {column: scores[column]} if scores is not None and column in scores.columns else {}
-    print(plan.table(extra))
-    print(f"effective bits per weight {stats['effective_bits']:.3f} (group size {stats['group_size']}), "
-          f"size {stats['size_bytes'] / 2**20:.1f} MiB, GPTQ {stats['seconds']:.0f} s")
+    print(plan.table(_score_column(plan, scores, result["skip_scores"], args.scorer)))
+    layers = stats["layers"]
+    if layers["removed"]:
+        print(f"removed {len(layers['removed'])} of {layers['before']} layers: {layers['removed']}")
+    if stats["method"] == "gptq":
+        print(f"effective bits per weight {stats['effective_bits']:.3f} (group size {stats['group_size']}), "
+              f"size {stats['size_bytes'] / 2**20:.1f} MiB, GPTQ {stats['seconds']:.0f} s")
+    else:
+        print(f"unquantized ({stats['dtype']}), size {stats['size_bytes'] / 2**20:.1f} MiB")
     if "ppl_after" in stats:
         before, after = stats["ppl_before"], stats["ppl_after"]
         print(f"WikiText-2 perplexity ({after['windows']} windows of {after['seq_len']}): {before['ppl']:.3f} "
               f"before, {after['ppl']:.3f} after")
     print(f"wrote {out}")
     return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from compress.api import generate
+
+    skip_layers = _index_list(args.skip_layers) if args.skip_layers else ()
+    result = generate(args.model, prompt=args.prompt, max_new_tokens=args.max_new_tokens,
+                      decode_skip=args.decode_skip, skip_layers=skip_layers,
+                      trust_remote_code=args.trust_remote_code)
+    print(result["text"])
+    skipped = f", layers {result['skipped']} skipped while decoding" if result["skipped"] else ""
+    print(f"{result['new_tokens']} new tokens in {result['seconds']:.2f} s = {result['tokens_per_s']:.1f} "
+          f"tokens/s{skipped}", file=sys.stderr)
+    return 0
+
+
+def _index_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(i) for i in text.split(","))
+    except ValueError as e:
+        raise CompressError(f"--skip-layers must be comma-separated layer indices, got {text!r}") from e
+
+
+def _score_column(plan, scores, skip_scores, scorer: str) -> dict:
+    """The score to print beside the plan (indexed by the plan's rows = the original layers): the one the
+    removal used, else, when nothing was removed, the one the bit plan used."""
+    if skip_scores is not None:
+        return {"bi": skip_scores["bi"]}
+    if scores is None or plan.skipped:
+        return {}
+    column = {"lim": "lim", "bi": "bi", "angular": "angular_1"}.get(scorer, scorer)
+    return {column: scores[column]} if column in scores.columns else {}
 
 
 def cmd_ppl(args: argparse.Namespace) -> int:

@@ -78,6 +78,10 @@ def uls_kept(n_layers: int, speedup: float) -> list[int]:
     if kept_count < 2:
         raise CompressError(f"--speedup {speedup} keeps {kept_count} of {n_layers} layers; the first and last "
                             f"must stay, so it can be at most {n_layers / 2:g}")
+    return _reference_pattern(n_layers, kept_count)
+
+
+def _reference_pattern(n_layers: int, kept_count: int) -> list[int]:
     step = n_layers // (kept_count - 1)
     kept = [0, n_layers - 1]
     for index in range(1, n_layers - 1):
@@ -93,17 +97,46 @@ def uls_dropped(n_layers: int, speedup: float) -> list[int]:
     return [i for i in range(n_layers) if i not in kept]
 
 
+def uls_drop(n_layers: int, n: int) -> list[int]:
+    """Unified Layer Skipping for a drop count (--drop/--skip) rather than an integer speed-up: the reference
+    pattern for R = L − n kept layers while its step ⌊L/(R−1)⌋ is ≥ 2. Below a 2× speed-up the reference
+    step is 1 and the rule degenerates into dropping the block just under the last layer (L = 30, n = 8
+    keeps 0..20 and 29), which is not balanced; there the n dropped layers are spread evenly over the
+    interior 1..L−2 instead: 1 + ⌊(k + ½)(L − 2)/n⌋ for k = 0..n−1 (L = 30, n = 8 -> [2, 6, 9, 13, 16, 20, 23, 27])."""
+    if n == 0:
+        return []
+    if n > n_layers - 2:
+        raise CompressError(f"Unified Layer Skipping keeps the first and last layer: it can drop at most "
+                            f"{n_layers - 2} of {n_layers}, not {n}")
+    kept_count = n_layers - n
+    if kept_count >= 2 and n_layers // (kept_count - 1) >= 2:
+        kept = set(_reference_pattern(n_layers, kept_count))
+        return [i for i in range(n_layers) if i not in kept]
+    interior = n_layers - 2
+    return check_drop([1 + math.floor((k + 0.5) * interior / n) for k in range(n)], n_layers)
+
+
 def random_drop(n_layers: int, n: int, seed: int) -> list[int]:
     """The baseline: n layers drawn at random (seeded)."""
     return check_drop(random.Random(seed).sample(range(n_layers), n), n_layers)
 
 
-def greedy_drop(n_layers: int, n: int, loss: Callable[[list[int]], float]) -> list[int]:
+def greedy_order(n_layers: int, n: int, loss: Callable[[list[int]], float]) -> list[tuple[int, float]]:
     """Measured: remove one layer at a time, each time the one whose removal (with those already removed)
-    gives the lowest `loss(dropped)` (e.g. calibration perplexity). n·L evaluations at most."""
+    gives the lowest `loss(dropped)` (e.g. calibration NLL). Returns [(layer, loss after removing it)] in
+    removal order; its first k entries are the greedy choice for k. Σ (L − k) evaluations for k < n."""
+    if not 0 <= n < n_layers:
+        raise CompressError(f"cannot remove {n} of {n_layers} layers: at least one must stay")
     dropped: list[int] = []
+    trace: list[tuple[int, float]] = []
     for _ in range(n):
-        candidates = [i for i in range(n_layers) if i not in dropped]
-        best = min(candidates, key=lambda i: loss(sorted([*dropped, i])))
+        losses = {i: loss(sorted([*dropped, i])) for i in range(n_layers) if i not in dropped}
+        best = min(losses, key=losses.get)
         dropped.append(best)
-    return check_drop(dropped, n_layers)
+        trace.append((best, losses[best]))
+    return trace
+
+
+def greedy_drop(n_layers: int, n: int, loss: Callable[[list[int]], float]) -> list[int]:
+    """greedy_order's layers, sorted."""
+    return check_drop([layer for layer, _ in greedy_order(n_layers, n, loss)], n_layers)

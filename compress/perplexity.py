@@ -78,3 +78,18 @@ def perplexity(
     nll = nll_sum / scored
     return Perplexity(ppl=math.exp(nll), nll=nll, tokens_scored=scored, seq_len=seq_len, windows=windows,
                       windows_total=total)
+
+
+def calibration_nll(model, calib: torch.Tensor, batch_size: int = 4) -> float:
+    """Mean next-token NLL (nats) over calibration rows (samples, seq_len): the loss greedy layer selection
+    compares; exp() of it is the calibration perplexity."""
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for batch in calib.split(batch_size):
+            batch = batch.to(device)
+            logits = model(input_ids=batch, use_cache=False).logits[:, :-1].float()
+            total += torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                       batch[:, 1:].reshape(-1), reduction="sum").item()
+            count += batch[:, 1:].numel()
+    return total / count

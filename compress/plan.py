@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from compress.errors import CompressError
 
@@ -65,19 +65,40 @@ class Plan:
         return Plan(tuple(LayerDecision(d.index, b, d.skip, d.lr_mult, r)
                           for d, b, r in zip(self.layers, bits, reasons)))
 
-    def with_skip(self, dropped: Sequence[int], reason: str = "") -> "Plan":
-        """The same plan with the `dropped` layers marked skip (and left at 16 bits)."""
+    def with_skip(self, dropped: Sequence[int], reason: str | Mapping[int, str] = "") -> "Plan":
+        """The same plan with the `dropped` layers marked skip (and left at 16 bits); reason: one for all,
+        or {layer: reason}."""
         dropped = set(dropped)
         bad = sorted(i for i in dropped if not 0 <= i < self.n_layers)
         if bad:
             raise ValueError(f"layer indices {bad} are out of range 0..{self.n_layers - 1}")
-        return Plan(tuple(LayerDecision(d.index, 16, True, d.lr_mult, reason or d.reason) if d.index in dropped
-                          else d for d in self.layers))
+        reasons = reason if isinstance(reason, Mapping) else {i: reason for i in dropped}
+        return Plan(tuple(LayerDecision(d.index, 16, True, d.lr_mult, reasons.get(d.index) or d.reason)
+                          if d.index in dropped else d for d in self.layers))
 
     @property
     def kept(self) -> tuple[int, ...]:
         """Indices of the layers that stay, in order."""
         return tuple(d.index for d in self.layers if not d.skip)
+
+    @property
+    def skipped(self) -> tuple[int, ...]:
+        return tuple(d.index for d in self.layers if d.skip)
+
+    def reduced(self) -> "Plan":
+        """The plan of the model after removing the skipped layers: the kept rows, renumbered 0..L'-1."""
+        return Plan(tuple(LayerDecision(new, d.bits, False, d.lr_mult, d.reason)
+                          for new, d in enumerate(d for d in self.layers if not d.skip)))
+
+    def with_kept(self, reduced: "Plan") -> "Plan":
+        """The inverse of `reduced`: this plan with the kept layers' decisions taken, in order, from a plan
+        made for the model after removal."""
+        if reduced.n_layers != len(self.kept) or reduced.skipped:
+            raise ValueError(f"need a plan of the {len(self.kept)} kept layers without skips, got "
+                             f"{reduced.n_layers} layers")
+        after = dict(zip(self.kept, reduced.layers))
+        return Plan(tuple(LayerDecision(d.index, after[d.index].bits, False, after[d.index].lr_mult,
+                                        after[d.index].reason) if d.index in after else d for d in self.layers))
 
     def check_layers(self, n_layers: int) -> None:
         """Refuse a plan made for a model with a different number of decoder layers."""

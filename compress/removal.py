@@ -12,9 +12,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from compress.layer_selection import check_drop
-from compress.model import decoder_layers, decoder_layers_path
-
-LAYER_COUNT_FIELDS = ("num_hidden_layers", "n_layer", "num_layers")
+from compress.model import LAYER_COUNT_FIELDS, decoder_layers, decoder_layers_path
 
 
 def _configs(model) -> list:

@@ -70,6 +70,15 @@ def tiny_folder(tmp_path) -> Path:
     return folder
 
 
+@pytest.fixture
+def tiny5(tmp_path) -> Path:
+    """A saved 5-layer tiny Llama (hidden 64: GPTQ group size 32/64 divide it) with a byte tokenizer."""
+    folder = tmp_path / "tiny5"
+    tiny_model("llama", hidden_size=64, intermediate_size=128, num_hidden_layers=5).save_pretrained(folder)
+    byte_tokenizer().save_pretrained(folder)
+    return folder
+
+
 def real_data_dir() -> Path | None:
     value = os.environ.get("COMPRESS_DATA_DIR")
     if value and Path(value).is_dir():

@@ -3,8 +3,8 @@
 import pytest
 
 from compress.errors import CompressError
-from compress.layer_selection import (check_drop, contiguous_block, drop_count, greedy_drop, least_important,
-                                      random_drop, uls_dropped, uls_kept)
+from compress.layer_selection import (check_drop, contiguous_block, drop_count, greedy_drop, greedy_order,
+                                      least_important, random_drop, uls_drop, uls_dropped, uls_kept)
 
 
 def test_uls_matches_the_reference_rule():
@@ -19,6 +19,23 @@ def test_uls_matches_the_reference_rule():
     assert uls_dropped(32, 5) == [i for i in range(32) if i not in (0, 6, 12, 18, 24, 31)]
     with pytest.raises(CompressError, match="at most 15"):
         uls_kept(30, 20)
+
+
+def test_uls_for_a_drop_count_is_balanced():
+    # an integer speed-up's count gives the reference pattern
+    assert uls_drop(32, 26) == uls_dropped(32, 5)
+    assert uls_drop(30, 15) == uls_dropped(30, 2)
+    # below 2x the reference step is 1 (it would drop 21..28 for L=30, n=8): spread evenly instead
+    assert uls_drop(30, 8) == [2, 6, 9, 13, 16, 20, 23, 27]
+    assert uls_drop(30, 3) == [5, 15, 24]
+    assert uls_drop(30, 0) == []
+    for n in range(1, 29):
+        dropped = uls_drop(30, n)
+        assert len(dropped) == n and 0 not in dropped and 29 not in dropped
+        if n < 15:  # evenly spread: consecutive dropped layers are floor or ceil of 28/n apart
+            assert {b - a for a, b in zip(dropped, dropped[1:])} <= {28 // n, -(-28 // n)}
+    with pytest.raises(CompressError, match="at most 28"):
+        uls_drop(30, 29)
 
 
 def test_shortgpt_drops_the_low_end_of_the_importance_order():
@@ -48,6 +65,7 @@ def test_greedy_removes_the_cheapest_layer_given_the_ones_already_removed():
 
     assert greedy_drop(5, 2, loss) == [1, 2]
     assert len(evaluated) == 5 + 4
+    assert greedy_order(5, 2, loss) == [(2, 0.0), (1, 1.0)]  # removal order and the loss after each step
 
 
 def test_random_is_seeded_and_distinct():

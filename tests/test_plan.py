@@ -56,3 +56,17 @@ def test_skip_marks_layers_and_round_trips():
         plan.with_skip([5])
     with pytest.raises(ValueError, match="every layer"):
         Plan.uniform(2).with_skip([0, 1])
+
+
+def test_reduced_plan_and_back():
+    """Bits are planned on the model after removal (kept layers renumbered) and written back per original index."""
+    plan = Plan.uniform(5).with_skip([1, 3], {1: "bi 0.01", 3: "bi 0.02"})
+    assert plan.skipped == (1, 3) and plan.layers[3].reason == "bi 0.02"
+    reduced = plan.reduced()
+    assert [d.index for d in reduced.layers] == [0, 1, 2] and not reduced.skipped
+    full = plan.with_kept(reduced.with_bits([4, 2, 8], ["a", "b", "c"]))
+    assert full.bits == (4, 16, 2, 16, 8) and full.skipped == (1, 3)
+    assert [d.reason for d in full.layers] == ["a", "bi 0.01", "b", "bi 0.02", "c"]
+    assert full.reduced().bits == (4, 2, 8)
+    with pytest.raises(ValueError, match="3 kept layers"):
+        plan.with_kept(Plan.uniform(4, 4))

@@ -88,3 +88,31 @@ def test_gptq_at_every_width_reloads_to_what_its_safetensors_say(smollm2, data_d
     # how far the model is from the original), where a wrong code, zero point or kernel moves it by nats
     assert abs(nll[0] - nll[1]) < 0.1
     assert nll[2] < nll[0] < 8  # 2-bit layers cost (ppl ~20 -> ~100s), but the model still predicts text
+
+
+def test_skip_run_saves_a_smaller_smollm2_that_reloads(tmp_path, data_dir, capsys):
+    """`compress run --skip 0.25 --skip-policy bi --bits 16` on the real model: 8 of 30 layers removed,
+    an ordinary checkpoint that AutoModelForCausalLM reloads and decodes with its KV cache."""
+    import json
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "skip"
+    assert main(["run", "--data-dir", str(data_dir), "--skip", "0.25", "--skip-policy", "bi", "--bits", "16",
+                 "--calib-samples", "8", "--max-windows", "1", "--out", str(out)]) == 0
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["layers"]["after"] == 22 and len(stats["layers"]["removed"]) == 8
+    bi = json.loads((out / "skip_scores.json").read_text())["columns"]["bi"]
+    assert max(bi[i] for i in stats["layers"]["removed"]) <= min(
+        bi[i] for i in range(30) if i not in stats["layers"]["removed"])
+    # removing a quarter of the layers by BI costs quality (8 windows: 19.1 -> 88.5, eval/bench_skip.py),
+    # but the model still models text: far from random removal (29,904)
+    assert stats["ppl_before"]["ppl"] < stats["ppl_after"]["ppl"] < 10 * stats["ppl_before"]["ppl"]
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    assert len(decoder_layers(model)) == model.config.num_hidden_layers == 22
+    ids = torch.tensor([[1, 504, 3575, 282, 4649, 314]])
+    with torch.no_grad():
+        cached = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=2)
+        plain = model.generate(ids, max_new_tokens=8, do_sample=False, use_cache=False, pad_token_id=2)
+    assert torch.equal(cached, plain)

@@ -7,17 +7,8 @@ import pytest
 from compress.cli import main
 from compress.pipeline import RunConfig, make_plan
 from compress.scores import HIGHER, LayerScores
-from conftest import byte_tokenizer, tiny_model
 
 pytest.importorskip("gptqmodel")
-
-
-@pytest.fixture
-def tiny5(tmp_path):
-    folder = tmp_path / "tiny5"
-    tiny_model("llama", hidden_size=64, intermediate_size=128, num_hidden_layers=5).save_pretrained(folder)
-    byte_tokenizer().save_pretrained(folder)
-    return folder
 
 
 def test_make_plan_policies():
