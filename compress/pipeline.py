@@ -89,6 +89,7 @@ def make_plan(n_layers: int, scores, config: RunConfig, params: list[int] | None
 
 def run(model: str | None, out: Path, config: RunConfig = RunConfig(), data_dir=None, plan_file=None,
         progress: bool = True) -> dict:
+    from compress.api import versions
     from compress.data import calibration_samples, calibration_texts, wikitext2_test_text
     from compress.data import data_dir as resolve_data_dir
     from compress.model import check_model_spec, decoder_layers, layer_count, layer_params, load_model
@@ -173,15 +174,9 @@ def run(model: str | None, out: Path, config: RunConfig = RunConfig(), data_dir=
         (tmp / "stats.json").write_text(json.dumps(stats, indent=1))
         (tmp / "settings.json").write_text(json.dumps(
             {"command": "run", "model": model or "SmolLM2-135M-Instruct (bundled default)", "config": asdict(config),
-             "plan_file": plan_file, "gptq": asdict(settings) if quantize else None, "versions": _versions()},
+             "plan_file": plan_file, "gptq": asdict(settings) if quantize else None, "versions": versions()},
             indent=1))
     return {"plan": plan, "scores": scores, "skip_scores": choice.scores if choice else None, "stats": stats}
-
-
-def _versions() -> dict:
-    from compress.api import versions
-
-    return versions()
 
 
 def _skip_count(config: RunConfig, n_layers: int) -> int:
