@@ -84,6 +84,28 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--skip-layers", default=None, help="remove exactly these layers instead: comma list, e.g. 3,5,7")
     r.set_defaults(handler=cmd_run)
 
+    f = sub.add_parser("finetune", help="fine-tune with heavy-tail-guided layerwise learning rates (LLR) or one LR")
+    _common(f)
+    f.add_argument("--data", default="wikitext2", help="training text: wikitext2 (its valid split; the raw test "
+                   "split is held out for the eval loss), boolq-passages, or a .txt/.jsonl file")
+    f.add_argument("--steps", type=int, default=200)
+    f.add_argument("--lr", type=float, default=5e-4, help="base LR η (LLR groups get η·[r_min, r_max])")
+    f.add_argument("--lr-policy", default="llr", help="llr (α mapped onto [1, 5]·η), tempbalance ([0.5, 1.5]), "
+                   "sqrt, step (by rank), uniform")
+    f.add_argument("--lr-ratio", default=None, help="r_min,r_max overriding the policy's, e.g. 1,3")
+    f.add_argument("--optimizer", default="adamw", help="adamw, or muon (Muon for hidden matrices + AdamW)")
+    f.add_argument("--batch-size", type=int, default=4)
+    f.add_argument("--seq-len", type=int, default=256)
+    f.add_argument("--warmup", type=float, default=0.1, help="warm-up, fraction of the steps")
+    f.add_argument("--eval-every", type=int, default=25)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--lora", type=int, default=0, metavar="RANK", help="train LoRA adapters of this rank (peft) "
+                   "on every Linear instead of the weights, then merge them (healing a reduced model)")
+    f.add_argument("--qlora", action="store_true", help="LoRA on a bitsandbytes 4-bit NF4 base (rank 16 unless "
+                   "--lora says); saves the adapter")
+    f.add_argument("--out", default=None, help="output folder, must not exist (default: runs/finetune-<model>-<policy>)")
+    f.set_defaults(handler=cmd_finetune)
+
     g = sub.add_parser("generate", help="greedy generation; --decode-skip skips layers for the new tokens "
                        "(Unified Layer Skipping: the prompt runs through all layers)")
     _common(g)
@@ -181,6 +203,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"WikiText-2 perplexity ({after['windows']} windows of {after['seq_len']}): {before['ppl']:.3f} "
               f"before, {after['ppl']:.3f} after")
     print(f"wrote {out}")
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from compress.finetune import FinetuneConfig, run_finetune
+
+    ratio = (None, None)
+    if args.lr_ratio:
+        try:
+            ratio = tuple(float(x) for x in args.lr_ratio.split(","))
+        except ValueError:
+            ratio = ()
+        if len(ratio) != 2:
+            raise CompressError(f"--lr-ratio must be r_min,r_max, got {args.lr_ratio!r}")
+    config = FinetuneConfig(data=args.data, steps=args.steps, lr=args.lr, lr_policy=args.lr_policy,
+                            r_min=ratio[0], r_max=ratio[1], optimizer=args.optimizer, batch_size=args.batch_size,
+                            seq_len=args.seq_len, warmup=args.warmup, eval_every=args.eval_every, seed=args.seed,
+                            lora_rank=args.lora, qlora=args.qlora)
+    out = Path(args.out) if args.out else Path("runs") / f"finetune-{_model_slug(args.model)}-{args.lr_policy}"
+    result = run_finetune(args.model, out, config, data_dir=args.data_dir)
+    (first_step, first), (last_step, last) = result["eval"][0], result["eval"][-1]
+    print(f"eval loss (WikiText-2 test, {config.eval_windows} x {config.seq_len} tokens): {first:.4f} at step "
+          f"{first_step}, {last:.4f} at step {last_step}; {result['seconds']:.0f} s")
+    print(f"wrote {out} (checkpoint, lr_log.json, lr_heatmap.png, train_log.json)")
     return 0
 
 
