@@ -15,7 +15,6 @@ from the weights' α at recompute_steps, moving linearly to its new value over `
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Callable
 
 import torch
@@ -89,21 +88,14 @@ def alpha_sources(model: torch.nn.Module) -> dict[str, Callable[[], torch.Tensor
 
 
 def group_alphas(groups: list[dict], sources: dict[str, Callable[[], torch.Tensor]] | None = None) -> dict[int, float]:
-    """{group position: α (median-xmin Hill estimate, as LLR)} for the tuned groups, batched by shape. A group
-    named in `sources` takes the α of that weight instead of its own first parameter."""
-    from compress.scorers.powerlaw import eigenvalues, fit_powerlaw
+    """{group position: α (median-xmin Hill estimate, as LLR)} for the tuned groups. A group named in `sources`
+    takes the α of that weight instead of its own first parameter."""
+    from compress.scorers.spectral import median_alphas
 
     sources = sources or {}
     weights = {p: sources[g["name"]]() if g["name"] in sources else g["params"][0].detach().float()
                for p, g in enumerate(groups) if g["kind"] == "tuned"}
-    by_shape: dict[tuple, list[int]] = defaultdict(list)
-    for position, weight in weights.items():
-        by_shape[tuple(weight.shape)].append(position)
-    alphas = {}
-    for positions in by_shape.values():
-        fit = fit_powerlaw(eigenvalues([weights[p] for p in positions]), "median")
-        alphas.update({p: a for p, a in zip(positions, fit.alpha.tolist())})
-    return alphas
+    return dict(zip(weights, median_alphas(list(weights.values()))))
 
 
 class LayerwiseLR(LRScheduler):

@@ -116,3 +116,30 @@ def test_skip_run_saves_a_smaller_smollm2_that_reloads(tmp_path, data_dir, capsy
         cached = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=2)
         plain = model.generate(ids, max_new_tokens=8, do_sample=False, use_cache=False, pad_token_id=2)
     assert torch.equal(cached, plain)
+
+
+def test_llr_groups_and_lrs_on_smollm2(smollm2):
+    """LLR on the real model: 210 decoder matrices each with its own LR in [η, 5η] by its α, the tied
+    embedding/head as one group at 5η, norms at η without weight decay."""
+    import copy
+
+    import pytest
+
+    from compress.llr import LayerwiseLR, group_alphas, param_groups
+    from compress.lr_policy import lr_policy
+    from compress.optim import build_optimizer
+
+    model = copy.deepcopy(smollm2[0])
+    groups = param_groups(model)
+    kinds = [g["kind"] for g in groups]
+    assert kinds.count("tuned") == 30 * 7 and kinds.count("max") == 1
+    assert groups[0]["name"] == "model.embed_tokens (tied to the LM head)"
+    optimizer = build_optimizer("adamw", groups, 1e-4)
+    scheduler = LayerwiseLR(optimizer, lr_policy("llr"), total_steps=100, warmup_steps=0)
+    lrs = scheduler.history[0]
+    alphas = group_alphas(optimizer.param_groups)
+    low, high = min(alphas, key=alphas.get), max(alphas, key=alphas.get)
+    assert lrs[low] == pytest.approx(1e-4) and lrs[high] == pytest.approx(5e-4) and lrs[0] == pytest.approx(5e-4)
+    assert all(1e-4 - 1e-12 <= lr <= 5e-4 + 1e-12 for lr in lrs)
+    norms = next(p for p, g in enumerate(optimizer.param_groups) if g["name"].startswith("untuned (norms"))
+    assert lrs[norms] == pytest.approx(1e-4) and optimizer.param_groups[norms]["weight_decay"] == 0

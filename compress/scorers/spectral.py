@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from threadpoolctl import threadpool_limits
@@ -64,33 +65,46 @@ def _fit_chunk(weights: list[torch.Tensor], config: SpectralConfig) -> list[dict
     ]
 
 
-def matrix_table(model: torch.nn.Module, config: SpectralConfig = SpectralConfig(), progress: bool = True):
-    """One dict per Linear/Conv1D weight: its name, decoder-layer index (None outside the layers), and fits."""
-    entries = [(name, layer, _weight_matrix(m)) for name, layer, m in named_linears(model, config.include_head)]
-    by_shape = defaultdict(list)  # matrices of one shape share a batched eigensolver call
-    for k, (_, _, w) in enumerate(entries):
+def fit_in_chunks(weights: list[torch.Tensor], work: Callable[[list[torch.Tensor]], list], batch: int = 16,
+                  progress: bool = False, desc: str = "alpha") -> list:
+    """work(same-shape matrices) -> one result per matrix, over all `weights`, in their order.
+
+    Matrices of one shape share a batched eigensolver call (chunks of `batch`), largest work first (lm_head's
+    Gram matrix dominates) so the workers finish together. LAPACK's symmetric eigensolver barely scales with
+    threads at these sizes, so one chunk runs per core, each single-threaded (measured 2x on 2 cores); numpy's
+    BLAS and torch's LAPACK release the GIL."""
+    by_shape = defaultdict(list)
+    for k, w in enumerate(weights):
         by_shape[tuple(w.shape)].append(k)
-    chunks = [ks[lo : lo + config.batch] for ks in by_shape.values() for lo in range(0, len(ks), config.batch)]
-    # Largest work first (lm_head's Gram matrix dominates), so the two workers finish together.
-    chunks.sort(key=lambda ks: -sum(entries[k][2].numel() * min(entries[k][2].shape) for k in ks))
-    rows: list[dict] = [{} for _ in entries]
-    # LAPACK's symmetric eigensolver barely scales with threads at these sizes, so run one chunk per core,
-    # each single-threaded (measured 2x on 2 cores); numpy's BLAS and torch's LAPACK release the GIL.
+    chunks = [ks[lo : lo + batch] for ks in by_shape.values() for lo in range(0, len(ks), batch)]
+    chunks.sort(key=lambda ks: -sum(weights[k].numel() * min(weights[k].shape) for k in ks))
+    results: list = [None] * len(weights)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with threadpool_limits(1, user_api="blas"), torch.no_grad(), ThreadPoolExecutor(max_workers=threads) as pool, tqdm(
-            total=len(entries), desc="alpha", unit="matrix", disable=not progress, leave=False
+            total=len(weights), desc=desc, unit="matrix", disable=not progress, leave=False
         ) as bar:
-            jobs = {pool.submit(_fit_chunk, [entries[k][2] for k in chunk], config): chunk for chunk in chunks}
+            jobs = {pool.submit(work, [weights[k] for k in chunk]): chunk for chunk in chunks}
             for job in as_completed(jobs):
-                for k, fit in zip(jobs[job], job.result()):
-                    name, layer, w = entries[k]
-                    rows[k] = {"name": name, "layer": layer, "shape": list(w.shape), **fit}
+                for k, result in zip(jobs[job], job.result()):
+                    results[k] = result
                 bar.update(len(jobs[job]))
     finally:
         torch.set_num_threads(threads)
-    return rows
+    return results
+
+
+def median_alphas(weights: list[torch.Tensor]) -> list[float]:
+    """α of each matrix with xmin = the median eigenvalue (TempBalance / LLR's estimator)."""
+    return fit_in_chunks(weights, lambda ws: fit_powerlaw(eigenvalues(ws), "median").alpha.tolist())
+
+
+def matrix_table(model: torch.nn.Module, config: SpectralConfig = SpectralConfig(), progress: bool = True):
+    """One dict per Linear/Conv1D weight: its name, decoder-layer index (None outside the layers), and fits."""
+    entries = [(name, layer, _weight_matrix(m)) for name, layer, m in named_linears(model, config.include_head)]
+    fits = fit_in_chunks([w for _, _, w in entries], lambda ws: _fit_chunk(ws, config), config.batch, progress)
+    return [{"name": name, "layer": layer, "shape": list(w.shape), **fit} for (name, layer, w), fit in zip(entries, fits)]
 
 
 def spectral_scores(model: torch.nn.Module, calib=None, config: SpectralConfig = SpectralConfig(),
