@@ -5,10 +5,10 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 from pathlib import Path
+
+from report_common import write_report
 
 LABELS = {"uniform": "uniform η", "llr": "LLR [η, 5η]", "uniform5x": "uniform 5η"}
 
@@ -89,14 +89,7 @@ def plot(results: dict, target: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="eval/results/llr")
-    args = parser.parse_args()
-    out = Path(args.out)
-    results = json.loads((out / "results.json").read_text())
-    (out / "results.md").write_text(markdown(results))
-    plot(results, out / "eval_loss.png")
-    print((out / "results.md").read_text())
+    write_report(__doc__.split("\n")[0], "eval/results/llr", markdown, plot, "eval_loss.png")
 
 
 if __name__ == "__main__":

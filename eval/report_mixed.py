@@ -1,14 +1,14 @@
 """Table (results.md) and Pareto plot (pareto.png) of eval/bench_mixed.py's results.json.
 
-    python eval/report_mixed.py eval/results/mixed_bits
+    python eval/report_mixed.py --out eval/results/mixed_bits
 """
 
 from __future__ import annotations
 
-import json
 import statistics
-import sys
 from pathlib import Path
+
+from report_common import write_report
 
 STYLE = {"uniform": ("black", "s"), "lim": ("tab:blue", "o"), "zd": ("tab:orange", "^"),
          "alpha": ("tab:green", "v"), "sensitivity": ("tab:red", "D"), "random": ("grey", "x"),
@@ -84,11 +84,7 @@ def plot(results: dict, path: Path) -> None:
 
 
 def main() -> None:
-    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "eval/results/mixed_bits")
-    results = json.loads((folder / "results.json").read_text())
-    (folder / "results.md").write_text(table(results))
-    plot(results, folder / "pareto.png")
-    print(table(results))
+    write_report(__doc__.split("\n")[0], "eval/results/mixed_bits", table, plot, "pareto.png")
 
 
 if __name__ == "__main__":

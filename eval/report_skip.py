@@ -5,10 +5,10 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 from pathlib import Path
+
+from report_common import write_report
 
 POLICIES = {"bi": "ShortGPT (BI)", "angular": "Gromov et al. (angular block)", "uls": "ULS (evenly spaced)",
             "greedy": "greedy (calibration NLL)", "random": "random (median of 3 seeds)"}
@@ -116,14 +116,7 @@ def plot(results: dict, target: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="eval/results/layer_skip")
-    args = parser.parse_args()
-    out = Path(args.out)
-    results = json.loads((out / "results.json").read_text())
-    (out / "results.md").write_text(markdown(results))
-    plot(results, out / "ppl_vs_removed.png")
-    print((out / "results.md").read_text())
+    write_report(__doc__.split("\n")[0], "eval/results/layer_skip", markdown, plot, "ppl_vs_removed.png")
 
 
 if __name__ == "__main__":
