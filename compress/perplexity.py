@@ -64,32 +64,21 @@ def perplexity(
     if max_windows is not None and max_windows < 1:
         raise CompressError(f"--max-windows must be >= 1, got {max_windows}")
     windows = min(total, max_windows) if max_windows else total
-    device = next(model.parameters()).device
-    batches = ids[: windows * seq_len].view(windows, seq_len).split(batch_size)
-    nll_sum = 0.0
-    with torch.inference_mode():
-        for batch in tqdm(batches, desc="perplexity", unit="batch", disable=not progress, leave=False):
-            batch = batch.to(device)
-            logits = model(input_ids=batch, use_cache=False).logits[:, :-1].float()
-            nll_sum += torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum"
-            ).item()
+    nll = calibration_nll(model, ids[: windows * seq_len].view(windows, seq_len), batch_size, progress)
     scored = windows * (seq_len - 1)
-    nll = nll_sum / scored
     return Perplexity(ppl=math.exp(nll), nll=nll, tokens_scored=scored, seq_len=seq_len, windows=windows,
                       windows_total=total)
 
 
-def calibration_nll(model, calib: torch.Tensor, batch_size: int = 4) -> float:
-    """Mean next-token NLL (nats) over calibration rows (samples, seq_len): the loss greedy layer selection
-    compares; exp() of it is the calibration perplexity."""
+def calibration_nll(model, rows: torch.Tensor, batch_size: int = 4, progress: bool = False) -> float:
+    """Mean next-token NLL (nats) over token rows (n, seq_len), each scored on its own: the perplexity
+    windows, and the loss greedy layer selection and the fine-tuning eval compare."""
     device = next(model.parameters()).device
-    total, count = 0.0, 0
+    total = 0.0
     with torch.inference_mode():
-        for batch in calib.split(batch_size):
+        for batch in tqdm(rows.split(batch_size), desc="perplexity", unit="batch", disable=not progress, leave=False):
             batch = batch.to(device)
             logits = model(input_ids=batch, use_cache=False).logits[:, :-1].float()
             total += torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                                        batch[:, 1:].reshape(-1), reduction="sum").item()
-            count += batch[:, 1:].numel()
-    return total / count
+    return total / (rows.shape[0] * (rows.shape[1] - 1))
