@@ -45,8 +45,11 @@ def _check_model(model) -> None:
         check_model_spec(model)
 
 
-def _load(model, tokenizer, trust_remote_code: bool):
+def _load(model, tokenizer, trust_remote_code: bool, quantized: bool = False):
+    """A loaded (model, tokenizer) as given, or loaded from a spec (with `quantized`, GPTQ folders too)."""
     if model is None or isinstance(model, str):
+        if quantized:
+            return load_any(model, trust_remote_code)
         from compress.model import load_model
 
         return load_model(model, trust_remote_code=trust_remote_code)
@@ -151,14 +154,12 @@ def wikitext2_ppl(
 def load_any(model: str | None, trust_remote_code: bool = False):
     """(model, tokenizer) of anything compress reads or writes: a GPTQ folder of `compress run` (through
     GPTQModel, which reads per-layer `dynamic` widths) or any model `load_model` takes."""
-    if model is not None:
-        config = Path(model) / "config.json"
-        if config.is_file() and "quantization_config" in json.loads(config.read_text()):
-            from compress.quant.gptq import load_quantized
+    from compress.model import check_model_spec, is_quantized_folder, load_model
 
-            return load_quantized(model)
-    from compress.model import check_model_spec, load_model
+    if model is not None and is_quantized_folder(model):
+        from compress.quant.gptq import load_quantized
 
+        return load_quantized(model)
     check_model_spec(model)
     return load_model(model, trust_remote_code=trust_remote_code)
 
@@ -189,10 +190,7 @@ def generate(
         raise CompressError("give --decode-skip or --skip-layers, not both")
     if max_new_tokens < 1:
         raise CompressError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
-    if model is None or isinstance(model, str):
-        model, tokenizer = load_any(model, trust_remote_code)
-    elif tokenizer is None:
-        raise CompressError("pass the tokenizer together with an already loaded model")
+    model, tokenizer = _load(model, tokenizer, trust_remote_code, quantized=True)
     n_layers = len(decoder_layers(model))
     skipped = (check_drop(list(skip_layers), n_layers) if skip_layers
                else uls_drop(n_layers, drop_count(n_layers, drop_ratio=decode_skip)))

@@ -184,11 +184,11 @@ def run_finetune(model_spec: str | None, out: Path, config: FinetuneConfig = Fin
 
 def _load_for_training(model_spec: str | None, config: FinetuneConfig):
     """(model, tokenizer) ready to train: float weights, or LoRA adapters on a float / 4-bit base."""
-    from compress.model import check_model_spec, load_model, resolve_model_path
+    from compress.model import check_model_spec, is_quantized_folder, load_model, resolve_model_path
 
     check_model_spec(model_spec)
     folder = Path(resolve_model_path(model_spec))
-    if (folder / "config.json").is_file() and "quantization_config" in json.loads((folder / "config.json").read_text()):
+    if is_quantized_folder(folder):
         raise CompressError(f"{model_spec} is a quantized checkpoint: fine-tune (or --qlora) the float model it "
                             f"came from, e.g. one saved by `compress run --bits 16`")
     if not config.qlora:

@@ -187,6 +187,14 @@ def resolve_model_path(spec: str | None) -> str:
     return str(folder)
 
 
+def is_quantized_folder(folder: str | Path) -> bool:
+    """A saved checkpoint whose config.json carries a quantization_config (e.g. GPTQ from `compress run`)."""
+    import json
+
+    config = Path(folder) / "config.json"
+    return config.is_file() and "quantization_config" in json.loads(config.read_text())
+
+
 def layer_count(spec: str | None) -> int:
     """Decoder layers of --model from its config alone (no weights): lets layer-index errors come first."""
     from transformers import AutoConfig
