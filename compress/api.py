@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -25,6 +26,9 @@ def versions() -> dict[str, str]:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
             pass
+    torch = sys.modules.get("torch")  # the GPU only where torch is already in use: versions() stays cheap
+    if torch is not None and torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name()
     return out
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from compress.errors import CompressError
+from compress.model import model_slug
 
 # Columns shown in the printed table (all columns are in scores.csv / scores.json).
 _TABLE_COLUMNS = ("alpha", "alpha_median", "lim", "bi", "angular_1", "zd", "max_abs_over_std", "sensitivity")
@@ -16,6 +17,10 @@ _TABLE_COLUMNS = ("alpha", "alpha_median", "lim", "bi", "angular_1", "zd", "max_
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None,
                    help="hub id, local folder or .gguf file (default: the bundled SmolLM2-135M-Instruct)")
+    _shared(p)
+
+
+def _shared(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None, help="folder laid out like shared/data (default: $COMPRESS_DATA_DIR)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow the model repo's own Python code")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -103,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "on every Linear instead of the weights, then merge them (healing a reduced model)")
     f.add_argument("--qlora", action="store_true", help="LoRA on a bitsandbytes 4-bit NF4 base (rank 16 unless "
                    "--lora says); saves the adapter")
+    f.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     f.add_argument("--out", default=None, help="output folder, must not exist (default: runs/finetune-<model>-<policy>)")
     f.set_defaults(handler=cmd_finetune)
 
@@ -115,6 +121,41 @@ def build_parser() -> argparse.ArgumentParser:
                    "evenly spaced, first and last kept (ULS); their KV entries copy the nearest kept layer below")
     g.add_argument("--skip-layers", default=None, help="skip exactly these layers while decoding: comma list")
     g.set_defaults(handler=cmd_generate)
+
+    e = sub.add_parser("eval", help="lm-eval tasks on local data (or the hub), with recovery against a baseline")
+    e.add_argument("model", nargs="?", default=None, help="model folder (a compress output, GPTQ included), hub "
+                   "id or .gguf (default: the bundled SmolLM2-135M-Instruct)")
+    e.add_argument("--baseline", default=None, help="model to compare against (recovery %%); its eval.json is "
+                   "reused when it holds the same tasks and settings")
+    e.add_argument("--tasks", default=None, help="comma list (default: wikitext, arc_easy, arc_challenge, piqa, "
+                   "winogrande, boolq, lambada_openai, hellaswag_approx; hellaswag on the hub)")
+    e.add_argument("--limit", type=int, default=None, help="documents per task (default: all)")
+    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--out", default=None, help="folder for eval.json and eval.md (default: the model folder, or "
+                   "runs/eval-<model>)")
+    _shared(e)
+    e.set_defaults(handler=cmd_eval)
+
+    b = sub.add_parser("bench", help="latency, throughput, memory and size (HF backend, CPU or CUDA)")
+    b.add_argument("model", nargs="?", default=None, help="model folder, hub id or .gguf (default: the bundled "
+                   "SmolLM2-135M-Instruct)")
+    b.add_argument("--baseline", default=None, help="model to compare against (speed-up columns)")
+    b.add_argument("--input-len", type=int, default=512, help="prompt tokens")
+    b.add_argument("--output-len", type=int, default=128, help="new tokens per request")
+    b.add_argument("--batch-sizes", default="1,8", help="comma list")
+    b.add_argument("--repeats", type=int, default=10, help="timed runs per batch size (after --warmup)")
+    b.add_argument("--warmup", type=int, default=2)
+    b.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    b.add_argument("--out", default=None, help="folder for bench.json/.md/.png (default: the model folder, or "
+                   "runs/bench-<model>)")
+    _shared(b)
+    b.set_defaults(handler=cmd_bench)
+
+    rp = sub.add_parser("report", help="report.md of output folders: layers, eval with recovery, bench, trade-off")
+    rp.add_argument("runs", nargs="+", help="output folders of compress run / eval / bench")
+    rp.add_argument("--out", default=None, help="folder for report.md and figures (default: the first RUN)")
+    rp.add_argument("--debug", action="store_true", help="show tracebacks")
+    rp.set_defaults(handler=cmd_report)
 
     p = sub.add_parser("ppl", help="WikiText-2 raw test perplexity (non-overlapping windows, paper style)")
     _common(p)
@@ -141,7 +182,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         settings["zd"] = {"threshold": args.zd_threshold}
     if "sensitivity" in names:
         settings["sensitivity"] = {"bits": args.sensitivity_bits}
-    out = Path(args.out) if args.out else Path("runs") / f"score-{_model_slug(args.model)}"
+    out = Path(args.out) if args.out else Path("runs") / f"score-{model_slug(args.model)}"
     table = score_model(args.model, scorers=names, out=out, data_dir=args.data_dir, calib=args.calib,
                         calib_samples=args.calib_samples, calib_seq_len=args.calib_seq_len, seed=args.seed,
                         settings=settings, trust_remote_code=args.trust_remote_code)
@@ -165,12 +206,6 @@ def _print_outlier(table) -> None:
               f"{top['max_abs_over_std']:.1f}")
 
 
-def _model_slug(model: str | None) -> str:
-    if model is None:
-        return "SmolLM2-135M-Instruct"
-    return Path(model.rstrip("/")).name.removesuffix(".gguf") or "model"
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from compress.pipeline import RunConfig, run
 
@@ -186,7 +221,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     label = args.bits if args.bits != "mixed" else f"mixed{args.avg_bits:g}-{args.scorer}"
     if args.skip:
         label = f"skip{args.skip:g}-{args.skip_policy}-{label}"
-    out = Path(args.out) if args.out else Path("runs") / f"run-{_model_slug(args.model)}-{label}"
+    out = Path(args.out) if args.out else Path("runs") / f"run-{model_slug(args.model)}-{label}"
     result = run(args.model, out, config, data_dir=args.data_dir, plan_file=args.plan)
     plan, scores, stats = result["plan"], result["scores"], result["stats"]
     print(plan.table(_score_column(plan, scores, result["skip_scores"], args.scorer)))
@@ -221,8 +256,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                             r_min=ratio[0], r_max=ratio[1], optimizer=args.optimizer, batch_size=args.batch_size,
                             seq_len=args.seq_len, warmup=args.warmup, eval_every=args.eval_every, seed=args.seed,
                             lora_rank=args.lora, qlora=args.qlora)
-    out = Path(args.out) if args.out else Path("runs") / f"finetune-{_model_slug(args.model)}-{args.lr_policy}"
-    result = run_finetune(args.model, out, config, data_dir=args.data_dir)
+    out = Path(args.out) if args.out else Path("runs") / f"finetune-{model_slug(args.model)}-{args.lr_policy}"
+    result = run_finetune(args.model, out, config, data_dir=args.data_dir, device=args.device)
     (first_step, first), (last_step, last) = result["eval"][0], result["eval"][-1]
     print(f"eval loss (WikiText-2 test, {config.eval_windows} x {config.seq_len} tokens): {first:.4f} at step "
           f"{first_step}, {last:.4f} at step {last_step}; {result['seconds']:.0f} s")
@@ -260,6 +295,43 @@ def _score_column(plan, scores, skip_scores, scorer: str) -> dict:
         return {}
     column = {"lim": "lim", "bi": "bi", "angular": "angular_1"}.get(scorer, scorer)
     return {column: scores[column]} if column in scores.columns else {}
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from compress.lmeval import EvalConfig, markdown, run_eval
+
+    tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip()) if args.tasks is not None else ()
+    if args.tasks is not None and not tasks:
+        raise CompressError("--tasks is empty: give a comma list of task names")
+    config = EvalConfig(tasks=tasks, limit=args.limit, batch_size=args.batch_size)
+    result = run_eval(args.model, config, baseline=args.baseline, data_dir=args.data_dir,
+                      out=Path(args.out) if args.out else None, trust_remote_code=args.trust_remote_code)
+    print(markdown(result))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from compress.bench import BenchConfig
+    from compress.bench_report import markdown, run_bench
+
+    try:
+        batches = tuple(int(b) for b in args.batch_sizes.split(","))
+    except ValueError as e:
+        raise CompressError(f"--batch-sizes must be a comma list of integers, got {args.batch_sizes!r}") from e
+    config = BenchConfig(input_len=args.input_len, output_len=args.output_len, batches=batches,
+                         repeats=args.repeats, warmup=args.warmup, device=args.device)
+    result = run_bench(args.model, config, baseline=args.baseline, data_dir=args.data_dir,
+                       out=Path(args.out) if args.out else None, trust_remote_code=args.trust_remote_code)
+    print(markdown(result))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from compress.report import write_report
+
+    path = write_report([Path(r) for r in args.runs], Path(args.out) if args.out else None)
+    print(f"wrote {path}")
+    return 0
 
 
 def cmd_ppl(args: argparse.Namespace) -> int:

@@ -153,19 +153,22 @@ def finetune(model, tokenizer, config: FinetuneConfig, data_root=None, progress:
 
 
 def run_finetune(model_spec: str | None, out: Path, config: FinetuneConfig = FinetuneConfig(), data_dir=None,
-                 progress: bool = True) -> dict:
-    """`compress finetune`: load, train, save an ordinary checkpoint with its logs into `out` (all or nothing)."""
+                 progress: bool = True, device: str = "auto") -> dict:
+    """`compress finetune`: load, train, save an ordinary checkpoint with its logs into `out` (all or nothing).
+    device: auto (CUDA when present), cpu, cuda[:N]; training runs in float32 either way."""
     from compress.api import versions
     from compress.data import data_dir as resolve_data_dir
     from compress.outputs import check_writable, staged_folder
+    from compress.model import resolve_device
     from compress.plot import plot_lr_heatmap
 
+    device = resolve_device(device)
     out = Path(out)
     if out.exists():
         raise CompressError(f"{out} already exists: choose a new --out")
     check_writable(out)
     root = resolve_data_dir(data_dir)
-    model, tokenizer = _load_for_training(model_spec, config)
+    model, tokenizer = _load_for_training(model_spec, config, device)
     result = finetune(model, tokenizer, config, root, progress=progress)
     with staged_folder(out) as tmp:
         if config.lora_rank and not config.qlora:
@@ -178,11 +181,11 @@ def run_finetune(model_spec: str | None, out: Path, config: FinetuneConfig = Fin
             {"train_loss": result["train_loss"], "eval": result["eval"], "seconds": result["seconds"]}, indent=1))
         (tmp / "settings.json").write_text(json.dumps(
             {"command": "finetune", "model": model_spec or "SmolLM2-135M-Instruct (bundled default)",
-             "config": asdict(config), "versions": versions()}, indent=1))
+             "config": asdict(config), "device": device, "versions": versions()}, indent=1))
     return result
 
 
-def _load_for_training(model_spec: str | None, config: FinetuneConfig):
+def _load_for_training(model_spec: str | None, config: FinetuneConfig, device: str = "cpu"):
     """(model, tokenizer) ready to train: float weights, or LoRA adapters on a float / 4-bit base."""
     from compress.model import check_model_spec, is_quantized_folder, load_model, resolve_model_path
 
@@ -192,7 +195,7 @@ def _load_for_training(model_spec: str | None, config: FinetuneConfig):
         raise CompressError(f"{model_spec} is a quantized checkpoint: fine-tune (or --qlora) the float model it "
                             f"came from, e.g. one saved by `compress run --bits 16`")
     if not config.qlora:
-        model, tokenizer = load_model(model_spec)
+        model, tokenizer = load_model(model_spec, device=device)
     else:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
@@ -204,7 +207,7 @@ def _load_for_training(model_spec: str | None, config: FinetuneConfig):
         from peft import prepare_model_for_kbit_training
         quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
         model = AutoModelForCausalLM.from_pretrained(str(folder), quantization_config=quant,
-                                                     device_map="cuda" if torch.cuda.is_available() else "cpu")
+                                                     device_map=device)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
     if config.lora_rank:

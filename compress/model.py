@@ -210,6 +210,29 @@ def layer_count(spec: str | None) -> int:
     raise CompressError(f"the config of {spec or where} states no layer count")
 
 
+def model_slug(model: str | None) -> str:
+    """A short name of a model spec for default output folders (runs/<command>-<slug>)."""
+    if model is None:
+        return "SmolLM2-135M-Instruct"
+    return Path(model.rstrip("/")).name.removesuffix(".gguf") or "model"
+
+
+def resolve_device(name: str = "auto") -> str:
+    """--device: "auto" (CUDA when torch sees a GPU, else CPU), "cpu", "cuda" or "cuda:N"; a GPU asked for
+    where there is none is refused rather than silently run on CPU."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return name
+    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise CompressError(f"--device {name}: torch sees no CUDA GPU here; use --device cpu")
+        return name
+    raise CompressError(f"unknown --device {name!r}; valid: auto, cpu, cuda, cuda:N")
+
+
 def load_model(
     spec: str | None = None,
     *,

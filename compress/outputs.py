@@ -30,6 +30,16 @@ def check_writable(out: Path) -> None:
         raise CompressError(f"cannot write to {parent} ({e.strerror}): choose a writable --out") from e
 
 
+def default_out(model_spec: str | None, command: str) -> Path:
+    """Where `compress eval` / `bench` write by default: the model's own folder (a compress output folder
+    carries its eval and bench beside plan.json), else runs/<command>-<model>."""
+    if model_spec is not None and Path(model_spec).is_dir():
+        return Path(model_spec)
+    from compress.model import model_slug
+
+    return Path("runs") / f"{command}-{model_slug(model_spec)}"
+
+
 def _existing_ancestor(path: Path) -> Path:
     path = path.absolute()
     while not path.exists():

@@ -1,4 +1,4 @@
-"""LLR vs uniform learning rate: fine-tuning SmolLM2-135M-Instruct on CPU (issue 5).
+"""LLR vs uniform learning rate: fine-tuning SmolLM2-135M-Instruct (issue 5).
 
 Runs (AdamW, the same data order per seed): uniform η, uniform 5η (LLR's largest LR given to every matrix: the
 paper's safety check), and LLR (α of each matrix mapped onto [η, 5η]). Training text: WikiText-2 *valid*
@@ -7,7 +7,8 @@ every 25 steps. Warm-up 10 %, cosine to 0.1×, α recomputed every 100 steps dur
 `compress finetune` (compress.finetune.finetune). Reported: eval loss vs step per run, and for each seed the
 first step at which LLR's eval loss reaches uniform's final eval loss (speed-up = uniform's steps / that).
 
-Resumable: each finished run is stored in OUT/results.json; runs already there are skipped. Run alone:
+On CPU by default; `--device cuda` runs the same loop on a GPU (fp32, no TF32), where the whole matrix
+(two η, AdamW and Muon) fits in minutes. Resumable: each finished run is stored in OUT/results.json; runs already there are skipped. Run alone:
 
     COMPRESS_DATA_DIR=../shared/data python eval/bench_llr.py --out eval/results/llr
 """
@@ -15,6 +16,7 @@ Resumable: each finished run is stored in OUT/results.json; runs already there a
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from dataclasses import asdict
@@ -49,23 +51,31 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--optimizer", default="adamw")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, or auto (cuda when present)")
+    parser.add_argument("--only", nargs="*", default=None, help="run only these run names (default: all)")
     args = parser.parse_args()
+    import torch
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
     results = json.loads(path.read_text()) if path.exists() else {"runs": {}}
     root = data_dir(args.data_dir)
+    base, tokenizer = load_model(None)  # loaded once; every run trains its own copy
     for name, config in runs(args.lr, args.steps, args.seeds, args.optimizer):
-        if name in results["runs"]:
+        if name in results["runs"] or (args.only is not None and name not in args.only):
             continue
-        model, tokenizer = load_model(None)
-        result = finetune(model, tokenizer, config, root)
+        model = copy.deepcopy(base).to(device)
+        result = finetune(model, tokenizer, config, root, progress=sys.stderr.isatty())
         log = result["lr_log"]
         results["runs"][name] = {"config": asdict(config), "eval": result["eval"], "train_loss": result["train_loss"],
                                  "seconds": result["seconds"], "groups": log["groups"],
                                  "lr_at": {str(s): log["lr"][s] for s in (0, config.steps // 10, config.steps // 2)},
-                                 "alpha": log["alpha"]}
+                                 "alpha": log["alpha"], "device": torch.cuda.get_device_name() if device == "cuda"
+                                 else "cpu"}
         results["versions"] = versions()
+        del model
         path.write_text(json.dumps(results))
         print(f"{name}: eval {result['eval'][0][1]:.4f} -> {result['eval'][-1][1]:.4f} in {result['seconds']:.0f} s",
               flush=True)

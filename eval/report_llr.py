@@ -1,5 +1,9 @@
 """Tables and the plot for eval/bench_llr.py: results.md and eval_loss.png beside results.json.
 
+Two speed measures per seed: the issue's (the first step at which LLR reaches uniform's *final* eval loss,
+"never" if it does not), and a common-target one (the first step at which each run reaches the lower loss both
+runs reach: the larger of the two best losses), so that a run which gets low fast and then rises is still read.
+
     python eval/report_llr.py --out eval/results/llr
 """
 
@@ -30,11 +34,23 @@ def by_seed(results: dict) -> dict[int, dict[str, dict]]:
     return seeds
 
 
+def device(results: dict) -> str:
+    """Where the runs ran: each run's own record (later results), else the GPU in the versions, else CPU."""
+    names = {run.get("device") or results.get("versions", {}).get("gpu", "cpu") for run in results["runs"].values()}
+    return " and ".join(sorted("CPU" if n == "cpu" else n for n in names))
+
+
+def common_target(uniform: dict, llr: dict) -> tuple[float, float | None, float | None]:
+    """(target, uniform's step, LLR's step): target = the lower eval loss both runs reach."""
+    target = max(min(l for _, l in uniform["eval"]), min(l for _, l in llr["eval"]))
+    return target, crossing_step(uniform["eval"], target), crossing_step(llr["eval"], target)
+
+
 def markdown(results: dict) -> str:
     seeds = by_seed(results)
     any_run = next(iter(results["runs"].values()))["config"]
     eta = min(run["config"]["lr"] for run in results["runs"].values())
-    lines = ["# LLR vs uniform LR: fine-tuning SmolLM2-135M-Instruct on CPU", "",
+    lines = [f"# LLR vs uniform LR: fine-tuning SmolLM2-135M-Instruct ({any_run['optimizer']}, {device(results)})", "",
              f"{any_run['optimizer']}, η = {eta:g}, {any_run['steps']} steps of {any_run['batch_size']} × {any_run['seq_len']} "
              f"tokens of WikiText-2 valid, warm-up {any_run['warmup']:.0%}, cosine to 0.1×; eval loss = mean NLL on "
              f"{any_run['eval_windows']} held-out windows of {any_run['seq_len']} tokens of WikiText-2 raw test.", "",
@@ -61,6 +77,15 @@ def markdown(results: dict) -> str:
     if speedups:
         lines += ["", f"LLR reaches uniform's final eval loss {statistics.median(speedups):.2f}× sooner (median over "
                       f"{len(speedups)} seed(s); paper: 1.5×, goal ≥ 1.3×)."]
+    else:
+        lines += ["", "LLR never reaches uniform's final eval loss (paper: 1.5× sooner, goal ≥ 1.3×)."]
+    pairs = [(seed, runs["uniform"], runs["llr"]) for seed, runs in sorted(seeds.items()) if {"uniform", "llr"} <= set(runs)]
+    if pairs:
+        lines += ["", "Common target (the lower eval loss both runs reach):", "",
+                  "| seed | target | uniform's step | LLR's step | LLR sooner by |", "|---|---|---|---|---|"]
+        for seed, uniform, llr in pairs:
+            target, u, r = common_target(uniform, llr)
+            lines.append(f"| {seed} | {target:.4f} | {u:.0f} | {r:.0f} | {u / r:.2f}× |")
     lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in results.get("versions", {}).items())]
     return "\n".join(lines) + "\n"
 
@@ -80,7 +105,9 @@ def plot(results: dict, target: Path) -> None:
                 label=f"{LABELS[policy]}, seed {seed}")
     ax.set_xlabel("step")
     ax.set_ylabel("eval loss (WikiText-2 test, nats/token)")
-    ax.set_title("SmolLM2-135M fine-tuning: LLR vs uniform LR (AdamW)")
+    any_run = next(iter(results["runs"].values()))["config"]
+    ax.set_title(f"SmolLM2-135M fine-tuning: LLR vs uniform LR ({any_run['optimizer']}, η = "
+                 f"{min(run['config']['lr'] for run in results['runs'].values()):g}, {device(results)})", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -149,6 +149,9 @@ def test_finetune_command_writes_a_checkpoint_and_its_lr_log(tiny_folder, data_d
     (["--lr-ratio", "5,1"], "r_min <= r_max"),
     (["--lr-ratio", "5"], "r_min,r_max"),
     (["--batch-size", "100000"], "too small for one batch"),
+    (["--device", "tpu"], "valid: auto, cpu, cuda, cuda:N"),
+    pytest.param(["--device", "cuda"], "torch sees no CUDA GPU",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")),
 ])
 def test_bad_finetune_input_is_one_line_and_writes_nothing(tiny_folder, data_dir, tmp_path, capsys, argv, message):
     out = tmp_path / "never"

@@ -143,3 +143,50 @@ def test_llr_groups_and_lrs_on_smollm2(smollm2):
     assert all(1e-4 - 1e-12 <= lr <= 5e-4 + 1e-12 for lr in lrs)
     norms = next(p for p, g in enumerate(optimizer.param_groups) if g["name"].startswith("untuned (norms"))
     assert lrs[norms] == pytest.approx(1e-4) and optimizer.param_groups[norms]["weight_decay"] == 0
+
+
+# The split each standard task evaluates on (lm-eval 0.4.13 configs).
+EVAL_SPLITS = {"wikitext": "test", "arc_easy": "test", "arc_challenge": "test", "piqa": "validation",
+               "winogrande": "validation", "boolq": "validation", "lambada_openai": "test"}
+
+
+def _standard_task_on_file(manager, name: str, file: Path):
+    """lm-eval's own config of `name` with only its data source swapped for the local file (its prompts,
+    targets, choices, metrics and processing untouched). Builds through the factory the TaskManager uses."""
+    split = EVAL_SPLITS[name]
+    overrides = {"dataset_path": "json", "dataset_name": None, "dataset_kwargs": {"data_files": {split: str(file)}},
+                 "training_split": None, "validation_split": split if split == "validation" else None,
+                 "test_split": split if split == "test" else None}
+    return manager._factory._build_task(manager.task_index[name], overrides)
+
+
+def test_local_tasks_reproduce_lm_evals_own_configs_on_the_same_files(smollm2, data_dir, tmp_path):
+    """The issue's check: same documents, same prompts, same accuracy as lm-eval's task applied to the file."""
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    from compress.lm_tasks import LOCAL_TASKS, local_task_manager
+
+    names = list(EVAL_SPLITS)
+    standard = TaskManager()
+    local = local_task_manager(names, data_dir, tmp_path / "tasks").load(names)["tasks"]
+    references = {}
+    for name in names:
+        reference = _standard_task_on_file(standard, name, data_dir.resolve() / LOCAL_TASKS[name][0])
+        mine = local[name]
+        docs = list(mine.eval_docs)
+        assert docs == list(reference.eval_docs) and len(docs) > 50, name
+        for doc in docs:
+            assert mine.doc_to_text(doc) == reference.doc_to_text(doc), name
+            assert mine.doc_to_target(doc) == reference.doc_to_target(doc), name
+            if mine.OUTPUT_TYPE == "multiple_choice":
+                assert mine.doc_to_choice(doc) == reference.doc_to_choice(doc), name
+        references[name] = reference
+    model, tokenizer = smollm2
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=16, device="cpu")
+    for name in ("arc_easy", "boolq"):
+        scores = [lm_eval.simple_evaluate(model=lm, tasks=[task], limit=40, num_fewshot=0, bootstrap_iters=0,
+                                          log_samples=False)["results"][name]["acc,none"]
+                  for task in (local[name], references[name])]
+        assert scores[0] == scores[1] and 0.25 < scores[0] < 0.9, (name, scores)

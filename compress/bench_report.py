@@ -1,0 +1,107 @@
+"""`compress bench` outputs: run the model (and a baseline) each in its own process, then bench.json,
+bench.md (one row per model and batch size, speed-ups against the baseline) and bench.png."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from compress.bench import BenchConfig, bench_in_subprocess, checkpoint_size
+
+# (key in a batch record, column title, digits) of the Markdown table.
+COLUMNS = (("prefill_ms", "prefill ms", 1), ("median_ttft_ms", "TTFT p50 ms", 1), ("median_tpot_ms", "TPOT p50 ms", 2),
+           ("median_e2el_ms", "e2e p50 ms", 0), ("p90_e2el_ms", "p90", 0), ("p99_e2el_ms", "p99", 0),
+           ("median_output_throughput", "output tok/s", 1), ("median_decode_throughput", "decode tok/s", 1))
+
+
+def run_bench(model_spec: str | None, config: BenchConfig = BenchConfig(), baseline: str | None = None,
+              data_dir=None, out: Path | None = None, trust_remote_code: bool = False, label: str | None = None,
+              baseline_label: str | None = None) -> dict:
+    """`compress bench`: {"models": [model record, baseline record?], "settings", "versions"}, also written as
+    bench.json / bench.md / bench.png into `out` (default: the model folder, or runs/bench-<model>)."""
+    from compress.api import versions
+    from compress.data import data_dir as resolve_data_dir
+    from compress.model import check_model_spec, model_slug, resolve_device
+    from compress.outputs import check_writable, default_out, write_folder
+
+    root = resolve_data_dir(data_dir)
+    resolve_device(config.device)  # a GPU asked for where there is none: refused before anything runs
+    specs = [(model_spec, label)] + ([(baseline, baseline_label)] if baseline is not None else [])
+    for spec, _ in specs:
+        check_model_spec(spec)
+    out = Path(out) if out else default_out(model_spec, "bench")
+    check_writable(out)
+    models = []
+    for spec, name in specs:
+        record = bench_in_subprocess(spec, config, root, trust_remote_code)
+        record.update(label=name or model_slug(spec), size=checkpoint_size(spec))
+        models.append(record)
+    result = {"models": models, "settings": asdict(config), "backend": "hf", "versions": versions(),
+              "data": "WikiText-2 test windows" if root else "fixed fallback text"}
+    write_folder(out, {"bench.json": json.dumps(result, indent=1) + "\n", "bench.md": markdown(result),
+                       "bench.png": lambda path: plot(result, path)})
+    return result
+
+
+def markdown(result: dict) -> str:
+    """One row per (model, batch size); speed-up = baseline e2e p50 / model e2e p50 at the same batch."""
+    settings = result["settings"]
+    models = result["models"]
+    base = models[1] if len(models) > 1 else None
+    device = models[0]["device"]
+    lines = [f"# compress bench ({result['backend']} backend, {device})", "",
+             f"Prompt {settings['input_len']} tokens ({result['data']}), {settings['output_len']} new tokens forced, "
+             f"greedy; {settings['repeats']} timed runs after {settings['warmup']} warm-up per batch size. "
+             f"TPOT excludes the first token.", "",
+             "| model | batch | " + " | ".join(title for _, title, _ in COLUMNS) + (" | speed-up |" if base else " |"),
+             "|" + "---|" * (len(COLUMNS) + 2 + (1 if base else 0))]
+    for record in models:
+        for key, row in record["results"].items():
+            cells = [f"{row[k]:.{d}f}" for k, _, d in COLUMNS]
+            speed = ""
+            if base:
+                speed = f" {base['results'][key]['median_e2el_ms'] / row['median_e2el_ms']:.2f}× |"
+            lines.append(f"| {record['label']} | {row['batch']} | " + " | ".join(cells) + " |" + speed)
+    lines += ["", "| model | weight files MiB | bits / weight | parameters | peak RAM MiB | load s |"
+              + (" peak VRAM MiB |" if "peak_vram_mib" in models[0] else ""),
+              "|---|---|---|---|---|---|" + ("---|" if "peak_vram_mib" in models[0] else "")]
+    for record in models:
+        size = record["size"]
+        vram = f" {record['peak_vram_mib']:.0f} |" if "peak_vram_mib" in record else ""
+        lines.append(f"| {record['label']} | {size['weight_bytes'] / 2**20:.1f} | {size['bits_per_weight']:.2f} | "
+                     f"{size['parameters'] / 1e6:.1f} M | {record['peak_ram_mib']:.0f} | {record['load_s']:.1f} |{vram}")
+    versions = result["versions"]
+    lines += ["", "Machine: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + f"; torch threads "
+              f"{models[0]['threads']}."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path: Path) -> None:
+    """Two panels: e2e latency p50 (bars, p90/p99 whiskers) and output tokens/s, per model and batch size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = result["models"]
+    batches = list(models[0]["results"])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    width = 0.8 / len(models)
+    for m, record in enumerate(models):
+        xs = [b + (m - (len(models) - 1) / 2) * width for b in range(len(batches))]
+        rows = [record["results"][key] for key in batches]
+        p50 = [r["median_e2el_ms"] / 1000 for r in rows]
+        err = [[0] * len(rows), [(r["p99_e2el_ms"] - r["median_e2el_ms"]) / 1000 for r in rows]]
+        axes[0].bar(xs, p50, width, yerr=err, capsize=3, label=record["label"])
+        axes[1].bar(xs, [r["median_output_throughput"] for r in rows], width, label=record["label"])
+    for ax, title in zip(axes, ("end-to-end latency, s (p50, whisker to p99)", "output tokens/s (p50)")):
+        ax.set_xticks(range(len(batches)), [key.replace("_", " ") for key in batches])
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    settings = result["settings"]
+    fig.suptitle(f"{settings['input_len']} in / {settings['output_len']} out, {models[0]['device']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,185 @@
+"""`compress eval`: lm-eval on an already-loaded model (HFLM wrapper), with recovery against a baseline.
+
+The model is loaded by compress (api.load_any: float folders, GGUF, the GPTQ folders of `compress run` through
+GPTQModel, layer-removed checkpoints) and handed to lm-eval's `HFLM(pretrained=<model>)`, so whatever compress
+writes is evaluated exactly as it will be served. Tasks read the local data dir (compress.lm_tasks); without
+one, lm-eval's hub tasks of the same names run. Zero-shot, as these tasks are normally reported.
+
+Recovery of a task = its primary metric relative to the baseline's, in %: compressed / baseline for
+accuracies, baseline / compressed for perplexities (so 100 % is "no loss" either way).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from compress.errors import CompressError
+from compress.lm_tasks import DEFAULT_TASKS, HUB_TASKS, PRIMARY_METRIC
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    tasks: tuple[str, ...] = ()  # () = every default task (local or hub set)
+    limit: int | None = None  # documents per task (lm-eval's --limit); None = all
+    batch_size: int = 16
+    bootstrap_iters: int = 1000  # stderr of perplexity-type metrics (lm-eval's default 100000 takes minutes)
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit <= 0:
+            raise CompressError(f"--limit must be >= 1 documents per task, got {self.limit}")
+        if self.batch_size < 1:
+            raise CompressError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.bootstrap_iters < 0:
+            raise CompressError(f"bootstrap_iters must be >= 0, got {self.bootstrap_iters}")
+
+
+def resolve_tasks(config: EvalConfig, data_root: Path | None) -> list[str]:
+    """The task list to run: validated names, each local task's data files checked (before any model loads)."""
+    from compress.lm_tasks import check_task_files, check_tasks
+
+    local = data_root is not None
+    names = check_tasks(list(config.tasks) or list(DEFAULT_TASKS if local else HUB_TASKS), local)
+    if local:
+        check_task_files(names, data_root)
+    return names
+
+
+def evaluate_model(model, tokenizer, names: list[str], config: EvalConfig, data_root: Path | None) -> dict:
+    """{task: {"metrics": {metric: {"value", "stderr"}}, "primary", "higher_is_better", "version", "samples"}}
+    for a loaded model, through lm-eval's simple_evaluate."""
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=config.batch_size,
+              device=str(next(model.parameters()).device))
+    with tempfile.TemporaryDirectory(prefix="compress-tasks-") as tmp:
+        if data_root is not None:
+            from compress.lm_tasks import local_task_manager
+
+            manager = local_task_manager(names, data_root, Path(tmp))
+        else:
+            from lm_eval.tasks import TaskManager
+
+            manager = TaskManager()
+        out = lm_eval.simple_evaluate(model=lm, tasks=names, task_manager=manager, limit=config.limit,
+                                      num_fewshot=0, bootstrap_iters=config.bootstrap_iters, log_samples=False)
+    return {name: task_record(name, out) for name in names}
+
+
+def task_record(name: str, out: dict) -> dict:
+    """One task's metrics out of simple_evaluate's result (keys like "acc,none", "acc_stderr,none")."""
+    raw = out["results"][name]
+    metrics = {}
+    for key, value in raw.items():
+        metric, _, _filter = key.partition(",")
+        if not _filter or metric.endswith("_stderr") or not isinstance(value, (int, float)):
+            continue
+        stderr = raw.get(f"{metric}_stderr,{_filter}")
+        metrics[metric] = {"value": float(value),
+                           "stderr": float(stderr) if isinstance(stderr, (int, float)) else None}
+    primary, higher = PRIMARY_METRIC[name]
+    samples = out.get("n-samples", {}).get(name, {})
+    return {"metrics": metrics, "primary": primary, "higher_is_better": higher,
+            "version": out.get("versions", {}).get(name), "samples": samples.get("effective")}
+
+
+def recovery(task: dict, baseline: dict) -> float | None:
+    """Primary metric vs the baseline's, in % (100 = no loss): m/b for accuracies, b/m for perplexities."""
+    metric = task["primary"]
+    m, b = task["metrics"].get(metric, {}).get("value"), baseline["metrics"].get(metric, {}).get("value")
+    if m is None or b is None or not (math.isfinite(m) and math.isfinite(b)) or m <= 0 or b <= 0:
+        return None
+    return 100.0 * (m / b if task["higher_is_better"] else b / m)
+
+
+def markdown(result: dict) -> str:
+    """The eval table: task, metric, model ± stderr, baseline ± stderr, recovery."""
+    base = result.get("baseline")
+    head = ["task", "metric", result["model"]] + ([result["baseline_model"], "recovery"] if base else [])
+    lines = [f"# lm-eval: {result['model']}", "",
+             f"Zero-shot; {'local data dir ' + result['data_dir'] if result['data_dir'] else 'hub tasks'}; "
+             f"limit {result['settings']['limit'] or 'none (all documents)'}; lm-eval {result['versions']['lm_eval']}.",
+             "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def cell(record: dict, metric: str) -> str:
+        entry = record["metrics"].get(metric)
+        if entry is None:
+            return "–"
+        err = f" ± {entry['stderr']:.4f}" if entry["stderr"] is not None else ""
+        return f"{entry['value']:.4f}{err}"
+
+    recoveries = []
+    for name, record in result["tasks"].items():
+        metric = record["primary"]
+        row = [f"{name} (v{record['version']}, n={record['samples']})", metric + ("" if record["higher_is_better"]
+                                                                                 else " ↓"), cell(record, metric)]
+        if base:
+            rec = recovery(record, base[name])
+            recoveries.append(rec)
+            row += [cell(base[name], metric), f"{rec:.1f} %" if rec is not None else "–"]
+        lines.append("| " + " | ".join(row) + " |")
+    valid = [r for r in recoveries if r is not None]
+    if valid:
+        lines += ["", f"Mean recovery over {len(valid)} task(s): {sum(valid) / len(valid):.1f} %."]
+    return "\n".join(lines) + "\n"
+
+
+def run_eval(model_spec: str | None, config: EvalConfig = EvalConfig(), baseline: str | None = None,
+             data_dir=None, out: Path | None = None, trust_remote_code: bool = False) -> dict:
+    """`compress eval`: evaluate a model (and a baseline, unless its eval.json already has these tasks and
+    settings), write eval.json and eval.md into `out` (default: the model folder). Returns the result dict."""
+    from compress.api import versions
+    from compress.data import data_dir as resolve_data_dir
+    from compress.outputs import check_writable, default_out, write_folder
+
+    root = resolve_data_dir(data_dir)
+    names = resolve_tasks(config, root)
+    out = Path(out) if out else default_out(model_spec, "eval")
+    check_writable(out)
+    import lm_eval
+
+    settings = {**asdict(config), "tasks": names}
+    result = {"model": _label(model_spec), "data_dir": str(root) if root else None, "settings": settings,
+              "tasks": _evaluate_spec(model_spec, names, config, root, trust_remote_code)}
+    if baseline is not None:
+        result["baseline_model"] = _label(baseline)
+        result["baseline"] = cached_baseline(baseline, names, settings, root) or _evaluate_spec(
+            baseline, names, config, root, trust_remote_code)
+        result["recovery"] = {name: recovery(result["tasks"][name], result["baseline"][name]) for name in names}
+    result["versions"] = {**versions(), "lm_eval": lm_eval.__version__}
+    write_folder(out, {"eval.json": json.dumps(result, indent=1) + "\n", "eval.md": markdown(result)})
+    return result
+
+
+def cached_baseline(spec: str, names: list[str], settings: dict, root: Path | None) -> dict | None:
+    """The baseline's own eval.json results, if it holds every task under the same limit and data dir."""
+    path = Path(spec) / "eval.json" if Path(spec).is_dir() else None
+    if path is None or not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    same = (saved.get("settings", {}).get("limit") == settings["limit"]
+            and saved.get("data_dir") == (str(root) if root else None))
+    if not same or not set(names) <= set(saved.get("tasks", {})):
+        return None
+    return {name: saved["tasks"][name] for name in names}
+
+
+def _label(spec: str | None) -> str:
+    return Path(spec).name if spec else "SmolLM2-135M-Instruct"
+
+
+def _evaluate_spec(spec: str | None, names: list[str], config: EvalConfig, root, trust_remote_code: bool) -> dict:
+    from compress.api import load_any
+
+    try:
+        model, tokenizer = load_any(spec, trust_remote_code=trust_remote_code)
+    except CompressError:
+        raise
+    except Exception as e:  # a folder that is not a loadable model: one line, not a traceback
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CompressError(f"cannot load model {spec!r}: {first}") from e
+    return evaluate_model(model, tokenizer, names, config, root)

@@ -1,0 +1,3 @@
+"""lm-eval's own wikitext functions, imported by wikitext.yaml's `!function` tags."""
+
+from lm_eval.tasks.wikitext.preprocess_wikitext import process_results, wikitext_detokenizer  # noqa: F401

@@ -1,0 +1,136 @@
+"""`compress bench` and `compress report`: statistics, token timing, outputs and bad input."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from compress.bench_stats import bits_per_weight, generation_metrics, percentile, summarize
+from compress.cli import main
+from compress.errors import CompressError
+
+
+def test_percentile_matches_numpy():
+    values = [5.0, 1.0, 9.0, 3.0, 7.0, 2.0, 8.0]
+    for q in (0, 10, 50, 90, 99, 100):
+        assert percentile(values, q) == pytest.approx(np.percentile(values, q))
+    with pytest.raises(ValueError):
+        percentile([], 50)
+
+
+def test_generation_metrics_from_token_times():
+    # start at 0; first token after 0.5 s, then one every 0.1 s: 11 tokens end at 1.5 s
+    times = [0.5 + 0.1 * k for k in range(11)]
+    m = generation_metrics(times, 0.0, batch=4)
+    assert m["ttft_ms"] == pytest.approx(500) and m["e2el_ms"] == pytest.approx(1500)
+    assert m["tpot_ms"] == pytest.approx(100) and m["itl_ms"] == pytest.approx(100)
+    assert m["output_throughput"] == pytest.approx(4 * 11 / 1.5)
+    assert m["decode_throughput"] == pytest.approx(4 * 10 / 1.0)
+    one = generation_metrics([0.2], 0.0, batch=1)
+    assert math.isnan(one["tpot_ms"]) and one["e2el_ms"] == pytest.approx(200)
+    s = summarize([{"e2el_ms": v, "ttft_ms": v / 10, "tpot_ms": 1.0} for v in (100.0, 200.0, 300.0)])
+    assert s["median_e2el_ms"] == 200 and s["p90_e2el_ms"] == pytest.approx(280) and s["median_tpot_ms"] == 1.0
+    assert "p90_tpot_ms" not in s
+
+
+def test_bits_per_weight():
+    assert bits_per_weight(2 * 1000, 1000) == 16
+    with pytest.raises(ValueError):
+        bits_per_weight(10, 0)
+
+
+def test_timing_streamer_sees_every_new_token(tiny_folder):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from compress.bench import TimingStreamer, prompt_ids
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_folder).eval()
+    ids = prompt_ids(AutoTokenizer.from_pretrained(tiny_folder), batch=2, length=12, data_root=None)
+    assert ids.shape == (2, 12)
+    streamer = TimingStreamer()
+    out = model.generate(input_ids=ids, max_new_tokens=6, min_new_tokens=6, do_sample=False, streamer=streamer,
+                         pad_token_id=0)
+    assert out.shape == (2, 18) and len(streamer.times) == 6 and streamer.times == sorted(streamer.times)
+
+
+def test_bench_writes_json_markdown_and_plot_with_a_baseline(tiny_folder, data_dir, tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "bench"
+    assert main(["bench", str(tiny_folder), "--baseline", str(tiny_folder), "--input-len", "16", "--output-len",
+                 "4", "--batch-sizes", "1,2", "--repeats", "3", "--warmup", "1", "--device", "cpu",
+                 "--data-dir", str(data_dir), "--out", str(out)]) == 0
+    result = json.loads((out / "bench.json").read_text())
+    assert len(result["models"]) == 2 and result["settings"]["batches"] == [1, 2]
+    model = result["models"][0]
+    assert set(model["results"]) == {"batch_1", "batch_2"}
+    row = model["results"]["batch_2"]
+    assert len(row["runs"]) == 3 and row["median_ttft_ms"] < row["median_e2el_ms"] <= row["p99_e2el_ms"]
+    assert row["median_output_throughput"] == pytest.approx(
+        np.median([r["output_throughput"] for r in row["runs"]]))
+    assert model["peak_ram_mib"] >= model["ram_before_load_mib"] > 0  # a tiny model may not raise the peak
+    size = model["size"]
+    parameters = AutoModelForCausalLM.from_pretrained(tiny_folder).num_parameters()
+    assert size["parameters"] == parameters
+    assert size["weight_bytes"] == (tiny_folder / "model.safetensors").stat().st_size
+    assert size["bits_per_weight"] == pytest.approx(32, rel=0.03)  # float32 + the header (large in a tiny file)
+    text = (out / "bench.md").read_text()
+    assert "| speed-up |" in text and text.count("| tiny") >= 4
+    assert (out / "bench.png").stat().st_size > 5_000
+    assert "TTFT" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--repeats", "0"], "--repeats must be >= 1"),
+    (["--batch-sizes", "1,x"], "--batch-sizes must be a comma list"),
+    (["--batch-sizes", "0"], "--batch-sizes must be integers >= 1"),
+    (["--device", "tpu"], "unknown --device"),
+    pytest.param(["--device", "cuda"], "torch sees no CUDA GPU",
+                 marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is present")),
+])
+def test_bad_bench_input_is_one_line(tiny_folder, tmp_path, capsys, argv, message):
+    out = tmp_path / "never"
+    assert main(["bench", str(tiny_folder), "--out", str(out), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.strip().splitlines()[-1].startswith("compress: error:")
+    assert not out.exists()
+
+
+def test_bench_of_a_missing_model_is_one_line(tmp_path, capsys):
+    assert main(["bench", str(tmp_path / "nothing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_report_of_a_run_with_eval_and_bench(tiny5, data_dir, tmp_path):
+    run = tmp_path / "run"
+    assert main(["run", "--model", str(tiny5), "--data-dir", str(data_dir), "--calib-samples", "8",
+                 "--calib-seq-len", "64", "--skip-layers", "1,3", "--bits", "16", "--max-windows", "1",
+                 "--out", str(run)]) == 0
+    assert main(["eval", str(run), "--baseline", str(tiny5), "--tasks", "arc_easy", "--limit", "3",
+                 "--data-dir", str(data_dir)]) == 0
+    assert main(["bench", str(run), "--input-len", "8", "--output-len", "3", "--batch-sizes", "1",
+                 "--repeats", "2", "--warmup", "0", "--device", "cpu"]) == 0
+    other = tmp_path / "other"
+    other.mkdir()
+    assert main(["report", str(run), str(other)]) == 0
+    text = (run / "report.md").read_text()
+    layer_rows = [line for line in text.splitlines() if line.startswith("| 1 |") or line.startswith("| 3 |")]
+    assert len(layer_rows) == 2 and all("| yes |" in line for line in layer_rows)  # removed layers marked
+    assert "arc_easy" in text and "recovery" in text and "TTFT p50 ms" in text
+    assert "No plan.json" in text and "No eval.json: run `compress eval" in text  # the bare folder
+    assert (run / "layers-run.png").stat().st_size > 5_000
+    recovered = json.loads((run / "eval.json").read_text())["recovery"]["arc_easy"]
+    assert (run / "tradeoff.png").is_file() == (recovered is not None)  # acc 0 of 3 has no recovery
+
+
+def test_report_of_a_missing_folder_is_one_line(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+
+
+def test_bench_config_rejects_bad_values():
+    from compress.bench import BenchConfig
+
+    with pytest.raises(CompressError, match="--warmup"):
+        BenchConfig(warmup=-1)

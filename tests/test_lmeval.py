@@ -1,0 +1,126 @@
+"""`compress eval`: local lm-eval tasks, metric records, recovery, outputs and bad input."""
+
+import json
+
+import pytest
+import yaml
+
+from compress.cli import main
+from compress.errors import CompressError
+from compress.lm_tasks import DATA_DIR_TOKEN, LOCAL_TASKS, check_task_files, check_tasks, render_tasks, tasks_dir
+from compress.lmeval import EvalConfig, markdown, recovery, task_record
+
+
+def test_every_local_task_has_a_yaml_naming_its_data_files():
+    for name, files in LOCAL_TASKS.items():
+        text = (tasks_dir() / f"{name}.yaml").read_text()
+        assert f"task: {name}\n" in text
+        for relative in files:
+            if name != "arc_easy" or "test" in relative:  # arc_easy's validation file is named too
+                assert f"{DATA_DIR_TOKEN}/{relative}" in text
+
+
+def test_task_names_are_checked_against_the_right_set():
+    assert check_tasks(["piqa", "boolq", "piqa"], local=True) == ["piqa", "boolq"]
+    with pytest.raises(CompressError, match="use hellaswag_approx"):
+        check_tasks(["hellaswag"], local=True)
+    with pytest.raises(CompressError, match="pass --data-dir"):
+        check_tasks(["hellaswag_approx"], local=False)
+    with pytest.raises(CompressError, match="valid: wikitext, arc_easy"):
+        check_tasks(["mmlu"], local=True)
+
+
+def test_rendered_tasks_read_the_data_dir(data_dir, tmp_path):
+    out = render_tasks(["winogrande", "wikitext"], data_dir, tmp_path / "tasks")
+    config = yaml.safe_load((out / "winogrande.yaml").read_text().replace("!function", ""))
+    assert config["dataset_kwargs"]["data_files"]["validation"] == str(data_dir.resolve() / "winogrande/dev.jsonl")
+    assert DATA_DIR_TOKEN not in (out / "wikitext.yaml").read_text()
+    assert (out / "preprocess_winogrande.py").is_file() and (out / "preprocess_wikitext.py").is_file()
+
+
+def test_a_missing_data_file_names_the_task(tmp_path):
+    (tmp_path / "piqa").mkdir()
+    with pytest.raises(CompressError, match="task piqa needs piqa/piqa_validation.jsonl"):
+        check_task_files(["piqa"], tmp_path)
+
+
+def test_records_and_recovery():
+    out = {"results": {"arc_easy": {"alias": "arc_easy", "acc,none": 0.5, "acc_stderr,none": 0.05,
+                                    "acc_norm,none": 0.45, "acc_norm_stderr,none": 0.04},
+                       "wikitext": {"word_perplexity,none": 30.0, "word_perplexity_stderr,none": "N/A"}},
+           "versions": {"arc_easy": 1.0, "wikitext": 2.0},
+           "n-samples": {"arc_easy": {"original": 2376, "effective": 10}}}
+    arc, wiki = task_record("arc_easy", out), task_record("wikitext", out)
+    assert arc["metrics"] == {"acc": {"value": 0.5, "stderr": 0.05}, "acc_norm": {"value": 0.45, "stderr": 0.04}}
+    assert arc["primary"] == "acc" and arc["samples"] == 10 and arc["version"] == 1.0
+    assert wiki["metrics"]["word_perplexity"] == {"value": 30.0, "stderr": None} and not wiki["higher_is_better"]
+    worse_arc = {**arc, "metrics": {"acc": {"value": 0.4, "stderr": 0.05}}}
+    worse_wiki = {**wiki, "metrics": {"word_perplexity": {"value": 40.0, "stderr": None}}}
+    assert recovery(worse_arc, arc) == pytest.approx(80.0)
+    assert recovery(worse_wiki, wiki) == pytest.approx(75.0)  # perplexity: baseline / model
+    result = {"model": "m", "baseline_model": "b", "data_dir": "/d", "settings": {"limit": 10},
+              "versions": {"lm_eval": "0.4.13"}, "tasks": {"arc_easy": worse_arc, "wikitext": worse_wiki},
+              "baseline": {"arc_easy": arc, "wikitext": wiki}}
+    table = markdown(result)
+    assert "| 80.0 % |" in table and "| 75.0 % |" in table and "Mean recovery over 2 task(s): 77.5 %" in table
+
+
+def test_eval_of_a_model_folder_with_a_baseline(tiny_folder, data_dir, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert main(["eval", str(tiny_folder), "--baseline", str(tiny_folder), "--tasks", "arc_easy,boolq",
+                 "--limit", "4", "--batch-size", "4", "--data-dir", str(data_dir), "--out", str(out)]) == 0
+    result = json.loads((out / "eval.json").read_text())
+    assert list(result["tasks"]) == ["arc_easy", "boolq"] and result["settings"]["limit"] == 4
+    for name in ("arc_easy", "boolq"):
+        task = result["tasks"][name]
+        assert task["samples"] == 4 and 0 <= task["metrics"]["acc"]["value"] <= 1
+        assert task["metrics"] == result["baseline"][name]["metrics"]  # the same model twice
+        assert result["recovery"][name] in (None, pytest.approx(100.0))
+    assert result["versions"]["lm_eval"] and "arc_easy (v1.0, n=4)" in (out / "eval.md").read_text()
+    assert "arc_easy" in capsys.readouterr().out
+
+
+def test_baseline_results_are_reused_when_the_settings_match(tiny_folder, data_dir, tmp_path):
+    from compress.lmeval import cached_baseline
+
+    assert main(["eval", str(tiny_folder), "--tasks", "arc_easy", "--limit", "3", "--data-dir", str(data_dir)]) == 0
+    saved = json.loads((tiny_folder / "eval.json").read_text())  # default out: the model folder
+    settings = {"limit": 3}
+    assert cached_baseline(str(tiny_folder), ["arc_easy"], settings, data_dir) == {"arc_easy": saved["tasks"]["arc_easy"]}
+    assert cached_baseline(str(tiny_folder), ["arc_easy"], {"limit": 5}, data_dir) is None
+    assert cached_baseline(str(tiny_folder), ["boolq"], settings, data_dir) is None
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--tasks", "mmlu"], "unknown task 'mmlu'"),
+    (["--tasks", "hellaswag"], "use hellaswag_approx"),
+    (["--limit", "0"], "--limit must be >= 1"),
+    (["--tasks", ","], "--tasks is empty"),
+])
+def test_bad_eval_input_is_one_line(tiny_folder, data_dir, tmp_path, capsys, argv, message):
+    out = tmp_path / "never"
+    assert main(["eval", str(tiny_folder), "--data-dir", str(data_dir), "--out", str(out), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.strip().splitlines()[-1].startswith("compress: error:")
+    assert not out.exists()
+
+
+def test_missing_data_file_and_unloadable_model_are_one_line(tiny_folder, tmp_path, capsys):
+    empty = tmp_path / "data"
+    empty.mkdir()
+    assert main(["eval", str(tiny_folder), "--tasks", "arc_easy", "--data-dir", str(empty)]) == 2
+    assert "task arc_easy needs arc_easy/ARC-Easy_test.jsonl" in capsys.readouterr().err
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "llama"}')
+    data = tmp_path / "d2" / "piqa"
+    data.mkdir(parents=True)
+    (data / "piqa_validation.jsonl").write_text('{"goal": "g", "sol1": "a", "sol2": "b", "label": 0}\n')
+    assert main(["eval", str(broken), "--tasks", "piqa", "--data-dir", str(tmp_path / "d2")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot load model" in err and err.strip().splitlines()[-1].startswith("compress: error:")
+
+
+def test_eval_config_rejects_bad_values():
+    with pytest.raises(CompressError, match="--batch-size"):
+        EvalConfig(batch_size=0)
