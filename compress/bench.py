@@ -154,7 +154,8 @@ def float_parameters(folder: Path) -> int:
         del config.quantization_config
     with init_empty_weights():
         model = AutoModelForCausalLM.from_config(config)
-    return sum(p.numel() for p in model.parameters())
+    model.tie_weights()  # from_config on the meta device leaves a tied head as its own tensor
+    return sum(p.numel() for p in model.parameters())  # parameters() yields a shared tensor once
 
 
 def _peak_rss_mib() -> float:

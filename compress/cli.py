@@ -131,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "winogrande, boolq, lambada_openai, hellaswag_approx; hellaswag on the hub)")
     e.add_argument("--limit", type=int, default=None, help="documents per task (default: all)")
     e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--max-length", type=int, default=None, help="tokens per window (default: the model's context; "
+                   "e.g. 2048 makes wikitext's rolling windows 4x cheaper on CPU for SmolLM2)")
     e.add_argument("--out", default=None, help="folder for eval.json and eval.md (default: the model folder, or "
                    "runs/eval-<model>)")
     _shared(e)
@@ -303,7 +305,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip()) if args.tasks is not None else ()
     if args.tasks is not None and not tasks:
         raise CompressError("--tasks is empty: give a comma list of task names")
-    config = EvalConfig(tasks=tasks, limit=args.limit, batch_size=args.batch_size)
+    config = EvalConfig(tasks=tasks, limit=args.limit, batch_size=args.batch_size, max_length=args.max_length)
     result = run_eval(args.model, config, baseline=args.baseline, data_dir=args.data_dir,
                       out=Path(args.out) if args.out else None, trust_remote_code=args.trust_remote_code)
     print(markdown(result))

@@ -26,6 +26,7 @@ class EvalConfig:
     tasks: tuple[str, ...] = ()  # () = every default task (local or hub set)
     limit: int | None = None  # documents per task (lm-eval's --limit); None = all
     batch_size: int = 16
+    max_length: int | None = None  # tokens per window (lm-eval's max_length); None = the model's context
     bootstrap_iters: int = 1000  # stderr of perplexity-type metrics (lm-eval's default 100000 takes minutes)
 
     def __post_init__(self) -> None:
@@ -33,6 +34,8 @@ class EvalConfig:
             raise CompressError(f"--limit must be >= 1 documents per task, got {self.limit}")
         if self.batch_size < 1:
             raise CompressError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.max_length is not None and self.max_length < 16:
+            raise CompressError(f"--max-length must be >= 16 tokens, got {self.max_length}")
         if self.bootstrap_iters < 0:
             raise CompressError(f"bootstrap_iters must be >= 0, got {self.bootstrap_iters}")
 
@@ -54,7 +57,7 @@ def evaluate_model(model, tokenizer, names: list[str], config: EvalConfig, data_
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=config.batch_size,
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=config.batch_size, max_length=config.max_length,
               device=str(next(model.parameters()).device))
     with tempfile.TemporaryDirectory(prefix="compress-tasks-") as tmp:
         if data_root is not None:
@@ -161,7 +164,7 @@ def cached_baseline(spec: str, names: list[str], settings: dict, root: Path | No
     if path is None or not path.is_file():
         return None
     saved = json.loads(path.read_text())
-    same = (saved.get("settings", {}).get("limit") == settings["limit"]
+    same = (all(saved.get("settings", {}).get(key) == settings[key] for key in ("limit", "max_length"))
             and saved.get("data_dir") == (str(root) if root else None))
     if not same or not set(names) <= set(saved.get("tasks", {})):
         return None

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from compress.api import versions  # noqa: E402
 from compress.data import data_dir  # noqa: E402
 from compress.finetune import FinetuneConfig, finetune  # noqa: E402
-from compress.model import load_model  # noqa: E402
+from compress.model import load_model, resolve_device  # noqa: E402
 
 
 def runs(lr: float, steps: int, seeds: int, optimizer: str) -> list[tuple[str, FinetuneConfig]]:
@@ -56,7 +56,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = resolve_device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
@@ -72,8 +72,8 @@ def main() -> None:
         results["runs"][name] = {"config": asdict(config), "eval": result["eval"], "train_loss": result["train_loss"],
                                  "seconds": result["seconds"], "groups": log["groups"],
                                  "lr_at": {str(s): log["lr"][s] for s in (0, config.steps // 10, config.steps // 2)},
-                                 "alpha": log["alpha"], "device": torch.cuda.get_device_name() if device == "cuda"
-                                 else "cpu"}
+                                 "alpha": log["alpha"], "device": torch.cuda.get_device_name(device)
+                                 if device.startswith("cuda") else "cpu"}
         results["versions"] = versions()
         del model
         path.write_text(json.dumps(results))

@@ -134,3 +134,13 @@ def test_bench_config_rejects_bad_values():
 
     with pytest.raises(CompressError, match="--warmup"):
         BenchConfig(warmup=-1)
+
+
+def test_float_parameters_count_a_tied_head_once(tmp_path):
+    from compress.bench import float_parameters
+    from conftest import tiny_model
+
+    model = tiny_model("llama", tie_word_embeddings=True)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    model.save_pretrained(tmp_path / "tied")
+    assert float_parameters(tmp_path / "tied") == model.num_parameters()

@@ -85,9 +85,10 @@ def test_baseline_results_are_reused_when_the_settings_match(tiny_folder, data_d
 
     assert main(["eval", str(tiny_folder), "--tasks", "arc_easy", "--limit", "3", "--data-dir", str(data_dir)]) == 0
     saved = json.loads((tiny_folder / "eval.json").read_text())  # default out: the model folder
-    settings = {"limit": 3}
+    settings = {"limit": 3, "max_length": None}
     assert cached_baseline(str(tiny_folder), ["arc_easy"], settings, data_dir) == {"arc_easy": saved["tasks"]["arc_easy"]}
-    assert cached_baseline(str(tiny_folder), ["arc_easy"], {"limit": 5}, data_dir) is None
+    assert cached_baseline(str(tiny_folder), ["arc_easy"], {"limit": 5, "max_length": None}, data_dir) is None
+    assert cached_baseline(str(tiny_folder), ["arc_easy"], {"limit": 3, "max_length": 64}, data_dir) is None
     assert cached_baseline(str(tiny_folder), ["boolq"], settings, data_dir) is None
 
 
@@ -124,3 +125,22 @@ def test_missing_data_file_and_unloadable_model_are_one_line(tiny_folder, tmp_pa
 def test_eval_config_rejects_bad_values():
     with pytest.raises(CompressError, match="--batch-size"):
         EvalConfig(batch_size=0)
+    with pytest.raises(CompressError, match="--max-length"):
+        EvalConfig(max_length=4)
+
+
+def test_hellaswag_approx_parses_every_record_with_lm_evals_preprocess(data_dir):
+    import importlib.util
+
+    from lm_eval.tasks.hellaswag.utils import preprocess
+
+    spec = importlib.util.spec_from_file_location("hellaswag_approx", tasks_dir() / "hellaswag_approx.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.load(path=str(data_dir / LOCAL_TASKS["hellaswag_approx"][0]), version=1.0)["validation"]
+    assert len(rows) == 10042  # the whole validation set (shared/data/hellaswag/README.md)
+    labels = rows["label"]
+    assert [labels.count(k) for k in range(4)] == [2515, 2485, 2584, 2458]  # the README's gold counts
+    first = rows[0]
+    assert len(first["choices"]) == 4 and first["query"] == preprocess(first["query"])
+    assert not any("[title]" in q or "[header]" in q for q in rows["query"])
