@@ -7,7 +7,7 @@
 # Checkpoints go to runs/ (not committed); eval.json/.md, bench.json/.md/.png, plan.json, stats.json and
 # report.md of each are copied to eval/results/compare-smollm2/<run>/. LIMIT = documents per lm-eval task
 # (default 100). TASKS defaults to every default task but wikitext: lm-eval scores its 62 whole articles
-# (~300k tokens) in windows of the model's context (8192 for SmolLM2), about 15 min a model on 2 cores;
+# (~300k tokens) in windows of the model's context (8192 for SmolLM2), by estimate 15+ min a model on 2 cores;
 # the run folders' stats.json carry WikiText-2 perplexity (8 windows of 2048) instead.
 # Each step is skipped when its output exists.
 set -euo pipefail
