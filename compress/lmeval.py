@@ -99,6 +99,18 @@ def recovery(task: dict, baseline: dict) -> float | None:
     return 100.0 * (m / b if task["higher_is_better"] else b / m)
 
 
+def recoveries(result: dict) -> dict[str, float | None]:
+    """{task: recovery %} of an eval result against its baseline; {} when it has none."""
+    base = result.get("baseline")
+    return {name: recovery(task, base[name]) for name, task in result["tasks"].items()} if base else {}
+
+
+def mean_recovery(result: dict) -> tuple[float | None, int]:
+    """(mean recovery % over the tasks that have one, how many tasks that is)."""
+    valid = [r for r in recoveries(result).values() if r is not None]
+    return (sum(valid) / len(valid) if valid else None), len(valid)
+
+
 def markdown(result: dict) -> str:
     """The eval table: task, metric, model ± stderr, baseline ± stderr, recovery."""
     base = result.get("baseline")
@@ -115,19 +127,18 @@ def markdown(result: dict) -> str:
         err = f" ± {entry['stderr']:.4f}" if entry["stderr"] is not None else ""
         return f"{entry['value']:.4f}{err}"
 
-    recoveries = []
+    per_task = recoveries(result)
     for name, record in result["tasks"].items():
         metric = record["primary"]
         row = [f"{name} (v{record['version']}, n={record['samples']})", metric + ("" if record["higher_is_better"]
                                                                                  else " ↓"), cell(record, metric)]
         if base:
-            rec = recovery(record, base[name])
-            recoveries.append(rec)
+            rec = per_task[name]
             row += [cell(base[name], metric), f"{rec:.1f} %" if rec is not None else "–"]
         lines.append("| " + " | ".join(row) + " |")
-    valid = [r for r in recoveries if r is not None]
-    if valid:
-        lines += ["", f"Mean recovery over {len(valid)} task(s): {sum(valid) / len(valid):.1f} %."]
+    mean, count = mean_recovery(result)
+    if mean is not None:
+        lines += ["", f"Mean recovery over {count} task(s): {mean:.1f} %."]
     return "\n".join(lines) + "\n"
 
 
@@ -152,7 +163,7 @@ def run_eval(model_spec: str | None, config: EvalConfig = EvalConfig(), baseline
         result["baseline_model"] = _label(baseline)
         result["baseline"] = cached_baseline(baseline, names, settings, root) or _evaluate_spec(
             baseline, names, config, root, trust_remote_code)
-        result["recovery"] = {name: recovery(result["tasks"][name], result["baseline"][name]) for name in names}
+        result["recovery"] = recoveries(result)
     result["versions"] = {**versions(), "lm_eval": lm_eval.__version__}
     write_folder(out, {"eval.json": json.dumps(result, indent=1) + "\n", "eval.md": markdown(result)})
     return result

@@ -79,15 +79,13 @@ def plot_layers(rows: list[dict], columns: dict[str, list], path: Path, title: s
 
 def summary_row(folder: Path) -> dict:
     """Quality, size and speed of one folder, from its eval.json / bench.json (None where missing)."""
-    from compress.lmeval import recovery
+    from compress.lmeval import mean_recovery
 
     evaluation, bench = _read(folder, "eval.json"), _read(folder, "bench.json")
     row = {"run": folder.name, "mean_recovery": None, "bits_per_weight": None, "weight_mib": None,
            "tokens_per_s": None}
-    if evaluation and evaluation.get("baseline"):
-        values = [recovery(t, evaluation["baseline"][n]) for n, t in evaluation["tasks"].items()]
-        values = [v for v in values if v is not None]
-        row["mean_recovery"] = sum(values) / len(values) if values else None
+    if evaluation:
+        row["mean_recovery"] = mean_recovery(evaluation)[0]
     if bench:
         first = bench["models"][0]
         row["bits_per_weight"] = first["size"]["bits_per_weight"]
