@@ -155,17 +155,17 @@ def wikitext2_ppl(
                       progress=progress)
 
 
-def load_any(model: str | None, trust_remote_code: bool = False):
-    """(model, tokenizer) of anything compress reads or writes: a GPTQ folder of `compress run` (through
-    GPTQModel, which reads per-layer `dynamic` widths) or any model `load_model` takes."""
+def load_any(model: str | None, trust_remote_code: bool = False, device: str = "cpu"):
+    """(model, tokenizer) of anything compress reads or writes, on `device`: a GPTQ folder of `compress run`
+    (through GPTQModel, which reads per-layer `dynamic` widths) or any model `load_model` takes."""
     from compress.model import check_model_spec, is_quantized_folder, load_model
 
     if model is not None and is_quantized_folder(model):
         from compress.quant.gptq import load_quantized
 
-        return load_quantized(model)
+        return load_quantized(model, device=device)
     check_model_spec(model)
-    return load_model(model, trust_remote_code=trust_remote_code)
+    return load_model(model, trust_remote_code=trust_remote_code, device=device)
 
 
 def generate(

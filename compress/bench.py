@@ -1,4 +1,5 @@
-"""`compress bench`: latency, throughput and memory of a model with the Hugging Face backend (CPU, or CUDA).
+"""`compress bench`: latency, throughput and memory of a model with the Hugging Face backend (CPU, or CUDA);
+`--backend vllm` swaps the worker for compress.bench_vllm's.
 
 Per batch size (default 1 and 8), on real prompts (WikiText-2 test windows of `input_len` tokens when a data
 dir is set, else a fixed text): prefill latency (one forward of the prompt that builds the KV cache), then
@@ -25,6 +26,9 @@ FALLBACK_TEXT = ("The history of the city begins with a small settlement on the 
                  "exchange grain, timber and cloth. Over the following centuries it grew into a market town. ")
 
 
+BACKENDS = ("hf", "vllm")
+
+
 @dataclass(frozen=True)
 class BenchConfig:
     input_len: int = 512  # prompt tokens
@@ -33,8 +37,13 @@ class BenchConfig:
     repeats: int = 10  # timed runs per batch size, after warmup
     warmup: int = 2
     device: str = "auto"  # auto | cpu | cuda[:N]
+    backend: str = "hf"  # hf (transformers generate) | vllm (compress.bench_vllm: CUDA, vllm installed)
 
     def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise CompressError(f"unknown --backend {self.backend!r}; valid: {', '.join(BACKENDS)}")
+        if self.backend == "vllm" and self.device == "cpu":
+            raise CompressError("--backend vllm runs on CUDA only: drop --device cpu or use --backend hf")
         for name in ("input_len", "output_len", "repeats"):
             if getattr(self, name) < 1:
                 raise CompressError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -174,8 +183,7 @@ def worker(spec: str | None, config: BenchConfig, data_root: Path | None, trust_
     device = resolve_device(config.device)
     before = _peak_rss_mib()
     started = time.perf_counter()
-    model, tokenizer = load_any(spec, trust_remote_code=trust_remote_code)
-    model.to(device)
+    model, tokenizer = load_any(spec, trust_remote_code=trust_remote_code, device=device)
     load_s = time.perf_counter() - started
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -204,9 +212,13 @@ def _main() -> int:
     """Worker entry (`python -m compress.bench PAYLOAD`): the record as the last stdout line."""
     args = json.loads(sys.argv[1])
     config = BenchConfig(**{**args["config"], "batches": tuple(args["config"]["batches"])})
+    if config.backend == "vllm":
+        from compress.bench_vllm import worker as run
+    else:
+        run = worker
     try:
-        record = worker(args["spec"], config, Path(args["data_root"]) if args["data_root"] else None,
-                        args["trust_remote_code"])
+        record = run(args["spec"], config, Path(args["data_root"]) if args["data_root"] else None,
+                     args["trust_remote_code"])
     except CompressError as e:
         print(f"compress: error: {e}", file=sys.stderr)
         return 2

@@ -30,6 +30,10 @@ def run_bench(model_spec: str | None, config: BenchConfig = BenchConfig(), basel
     specs = [(model_spec, label)] + ([(baseline, baseline_label)] if baseline is not None else [])
     for spec, _ in specs:
         check_model_spec(spec)
+        if config.backend == "vllm":
+            from compress.bench_vllm import check_vllm
+
+            check_vllm(spec)
     out = Path(out) if out else default_out(model_spec, "bench")
     check_writable(out)
     models = []
@@ -37,7 +41,7 @@ def run_bench(model_spec: str | None, config: BenchConfig = BenchConfig(), basel
         record = bench_in_subprocess(spec, config, root, trust_remote_code)
         record.update(label=name or model_slug(spec), size=checkpoint_size(spec))
         models.append(record)
-    result = {"models": models, "settings": asdict(config), "backend": "hf", "versions": versions(),
+    result = {"models": models, "settings": asdict(config), "backend": config.backend, "versions": versions(),
               "data": "WikiText-2 test windows" if root else "fixed fallback text"}
     write_folder(out, {"bench.json": json.dumps(result, indent=1) + "\n", "bench.md": markdown(result),
                        "bench.png": lambda path: plot(result, path)})
@@ -53,7 +57,9 @@ def markdown(result: dict) -> str:
     lines = [f"# compress bench ({result['backend']} backend, {device})", "",
              f"Prompt {settings['input_len']} tokens ({result['data']}), {settings['output_len']} new tokens forced, "
              f"greedy; {settings['repeats']} timed runs after {settings['warmup']} warm-up per batch size. "
-             f"TPOT excludes the first token.", "",
+             f"TPOT excludes the first token" + (
+                 "; vLLM times each batched call whole, so TTFT is the call with one new token and "
+                 "TPOT = (e2e - TTFT) / (output - 1)." if result["backend"] == "vllm" else "."), "",
              "| model | batch | " + " | ".join(title for _, title, _ in COLUMNS) + (" | speed-up |" if base else " |"),
              "|" + "---|" * (len(COLUMNS) + 2 + (1 if base else 0))]
     for record in models:

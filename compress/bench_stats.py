@@ -42,6 +42,28 @@ def generation_metrics(token_times: Sequence[float], start: float, batch: int) -
     }
 
 
+def batch_call_metrics(e2el: float, ttft: float, batch: int, output_len: int) -> dict[str, float]:
+    """Metrics of one batched call timed only as a whole (vLLM's offline engine reports no per-token times):
+    e2el = the call with `output_len` new tokens, ttft = the same prompts with one new token (seconds).
+
+    Same keys as generation_metrics: tpot = itl = (e2el - ttft) / (output_len - 1), the first token excluded
+    (`vllm bench serve` computes tpot the same way per request); output_throughput = batch * n / e2el;
+    decode_throughput = batch * (n - 1) / (e2el - ttft)."""
+    if e2el <= 0 or ttft <= 0 or batch < 1 or output_len < 1:
+        raise ValueError(f"need e2el, ttft > 0 s, batch and output_len >= 1; got {e2el}, {ttft}, {batch}, "
+                         f"{output_len}")
+    decode = e2el - ttft
+    tpot = 1000 * decode / (output_len - 1) if output_len > 1 and decode > 0 else math.nan
+    return {
+        "ttft_ms": 1000 * ttft,
+        "tpot_ms": tpot,
+        "itl_ms": tpot,
+        "e2el_ms": 1000 * e2el,
+        "output_throughput": batch * output_len / e2el,
+        "decode_throughput": batch * (output_len - 1) / decode if output_len > 1 and decode > 0 else math.nan,
+    }
+
+
 def summarize(runs: list[dict[str, float]]) -> dict[str, float]:
     """median_/p90_/p99_ of e2el, median_ of every other metric, over repeated runs."""
     if not runs:

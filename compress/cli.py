@@ -135,10 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "e.g. 2048 makes wikitext's rolling windows 4x cheaper on CPU for SmolLM2)")
     e.add_argument("--out", default=None, help="folder for eval.json and eval.md (default: the model folder, or "
                    "runs/eval-<model>)")
+    e.add_argument("--rerun", action="store_true", help="evaluate every task again, even those the model folder's "
+                   "eval.json already holds under the same --limit/--max-length/data dir (reused by default)")
     _shared(e)
     e.set_defaults(handler=cmd_eval)
 
-    b = sub.add_parser("bench", help="latency, throughput, memory and size (HF backend, CPU or CUDA)")
+    b = sub.add_parser("bench", help="latency, throughput, memory and size (HF backend on CPU or CUDA, or vLLM)")
     b.add_argument("model", nargs="?", default=None, help="model folder, hub id or .gguf (default: the bundled "
                    "SmolLM2-135M-Instruct)")
     b.add_argument("--baseline", default=None, help="model to compare against (speed-up columns)")
@@ -148,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=10, help="timed runs per batch size (after --warmup)")
     b.add_argument("--warmup", type=int, default=2)
     b.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    b.add_argument("--backend", default="hf", help="hf (transformers generate, CPU or CUDA) or vllm (vLLM's "
+                   "offline engine, as `vllm bench latency`; needs vllm and a CUDA GPU)")
     b.add_argument("--out", default=None, help="folder for bench.json/.md/.png (default: the model folder, or "
                    "runs/bench-<model>)")
     _shared(b)
@@ -307,7 +311,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise CompressError("--tasks is empty: give a comma list of task names")
     config = EvalConfig(tasks=tasks, limit=args.limit, batch_size=args.batch_size, max_length=args.max_length)
     result = run_eval(args.model, config, baseline=args.baseline, data_dir=args.data_dir,
-                      out=Path(args.out) if args.out else None, trust_remote_code=args.trust_remote_code)
+                      out=Path(args.out) if args.out else None, trust_remote_code=args.trust_remote_code,
+                      rerun=args.rerun)
     print(markdown(result))
     return 0
 
@@ -321,7 +326,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise CompressError(f"--batch-sizes must be a comma list of integers, got {args.batch_sizes!r}") from e
     config = BenchConfig(input_len=args.input_len, output_len=args.output_len, batches=batches,
-                         repeats=args.repeats, warmup=args.warmup, device=args.device)
+                         repeats=args.repeats, warmup=args.warmup, device=args.device,
+                         backend=args.backend)
     result = run_bench(args.model, config, baseline=args.baseline, data_dir=args.data_dir,
                        out=Path(args.out) if args.out else None, trust_remote_code=args.trust_remote_code)
     print(markdown(result))

@@ -139,13 +139,22 @@ def markdown(result: dict) -> str:
     mean, count = mean_recovery(result)
     if mean is not None:
         lines += ["", f"Mean recovery over {count} task(s): {mean:.1f} %."]
+    reused = [(result["model"], result.get("reused")), (result.get("baseline_model"), result.get("baseline_reused"))]
+    notes = [f"{who}: {', '.join(names)}" for who, names in reused if names]
+    if notes:
+        lines += ["", "Taken from the folder's earlier eval.json (same limit, max length, data dir): "
+                  + "; ".join(notes) + "."]
     return "\n".join(lines) + "\n"
 
 
 def run_eval(model_spec: str | None, config: EvalConfig = EvalConfig(), baseline: str | None = None,
-             data_dir=None, out: Path | None = None, trust_remote_code: bool = False) -> dict:
-    """`compress eval`: evaluate a model (and a baseline, unless its eval.json already has these tasks and
-    settings), write eval.json and eval.md into `out` (default: the model folder). Returns the result dict."""
+             data_dir=None, out: Path | None = None, trust_remote_code: bool = False, rerun: bool = False) -> dict:
+    """`compress eval`: evaluate a model against a baseline, write eval.json and eval.md into `out` (default:
+    the model folder). Returns the result dict.
+
+    A model folder's eval.json is its cache: tasks it already holds under the same limit, max_length and data
+    dir are taken from it instead of evaluated again (`rerun` evaluates the model's anyway), so adding a task
+    to a finished evaluation runs only that task."""
     from compress.api import versions
     from compress.data import data_dir as resolve_data_dir
     from compress.outputs import check_writable, default_out, write_folder
@@ -157,29 +166,40 @@ def run_eval(model_spec: str | None, config: EvalConfig = EvalConfig(), baseline
     import lm_eval
 
     settings = {**asdict(config), "tasks": names}
+    saved = {} if rerun else saved_results(model_spec, names, settings, root)
     result = {"model": _label(model_spec), "data_dir": str(root) if root else None, "settings": settings,
-              "tasks": _evaluate_spec(model_spec, names, config, root, trust_remote_code)}
+              "tasks": _evaluate_missing(model_spec, names, saved, config, root, trust_remote_code),
+              "reused": sorted(saved)}
     if baseline is not None:
         result["baseline_model"] = _label(baseline)
-        result["baseline"] = cached_baseline(baseline, names, settings, root) or _evaluate_spec(
-            baseline, names, config, root, trust_remote_code)
+        base_saved = saved_results(baseline, names, settings, root)
+        result["baseline"] = _evaluate_missing(baseline, names, base_saved, config, root, trust_remote_code)
+        result["baseline_reused"] = sorted(base_saved)
         result["recovery"] = recoveries(result)
     result["versions"] = {**versions(), "lm_eval": lm_eval.__version__}
     write_folder(out, {"eval.json": json.dumps(result, indent=1) + "\n", "eval.md": markdown(result)})
     return result
 
 
-def cached_baseline(spec: str, names: list[str], settings: dict, root: Path | None) -> dict | None:
-    """The baseline's own eval.json results, if it holds every task under the same limit and data dir."""
-    path = Path(spec) / "eval.json" if Path(spec).is_dir() else None
+def saved_results(spec: str | None, names: list[str], settings: dict, root: Path | None) -> dict:
+    """{task: record} of the tasks among `names` that the model folder's own eval.json holds under the same
+    limit, max_length and data dir ({} when it has none). Records are taken from the model's side only."""
+    path = Path(spec) / "eval.json" if spec and Path(spec).is_dir() else None
     if path is None or not path.is_file():
-        return None
+        return {}
     saved = json.loads(path.read_text())
     same = (all(saved.get("settings", {}).get(key) == settings[key] for key in ("limit", "max_length"))
             and saved.get("data_dir") == (str(root) if root else None))
-    if not same or not set(names) <= set(saved.get("tasks", {})):
-        return None
-    return {name: saved["tasks"][name] for name in names}
+    return {name: saved["tasks"][name] for name in names if name in saved.get("tasks", {})} if same else {}
+
+
+def _evaluate_missing(spec: str | None, names: list[str], saved: dict, config: EvalConfig, root,
+                      trust_remote_code: bool) -> dict:
+    """Records for `names` in that order: saved ones as they are, the rest evaluated (the model loaded only
+    when something is left to run)."""
+    missing = [name for name in names if name not in saved]
+    fresh = _evaluate_spec(spec, missing, config, root, trust_remote_code) if missing else {}
+    return {name: saved[name] if name in saved else fresh[name] for name in names}
 
 
 def _label(spec: str | None) -> str:

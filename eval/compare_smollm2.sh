@@ -6,10 +6,11 @@
 #
 # Checkpoints go to runs/ (not committed); eval.json/.md, bench.json/.md/.png, plan.json, stats.json and
 # report.md of each are copied to eval/results/compare-smollm2/<run>/. LIMIT = documents per lm-eval task
-# (default 100). TASKS defaults to every default task but wikitext: lm-eval scores its 62 whole articles
-# (~300k tokens) in windows of the model's context (8192 for SmolLM2), by estimate 15+ min a model on 2 cores;
-# the run folders' stats.json carry WikiText-2 perplexity (8 windows of 2048) instead.
-# Each step is skipped when its output exists.
+# (default 100; wikitext has 62 documents, so 100 is all of it). TASKS = the tasks scored at batch 16
+# (default: every default task but wikitext); wikitext then runs at batch 1, since lm-eval scores its whole
+# articles in rolling windows of the model's context (8192 tokens for SmolLM2) and 16 such windows would need
+# ~25 GB of logits. A model folder's eval.json is reused task by task, so the second call runs only wikitext.
+# Each other step is skipped when its output exists.
 set -euo pipefail
 LIMIT=${1:-100}
 TASKS=${2:-arc_easy,arc_challenge,piqa,winogrande,boolq,lambada_openai,hellaswag_approx}
@@ -24,10 +25,11 @@ compress() { python -m compress "$@"; }
     --scorer sensitivity --max-windows 8 --out "$RUNS/mixed3.25"
 [ -d "$RUNS/skip25" ] || compress run --skip 0.25 --skip-policy bi --bits 16 --max-windows 8 --out "$RUNS/skip25"
 
-# 2. lm-eval, every default task, recovery against the float run (its eval.json is reused after the first)
-[ -f "$RUNS/fp32/eval.json" ] || compress eval "$RUNS/fp32" --limit "$LIMIT" --tasks "$TASKS"
-for run in mixed3.25 skip25; do
-  [ -f "$RUNS/$run/eval.json" ] || compress eval "$RUNS/$run" --baseline "$RUNS/fp32" --limit "$LIMIT" --tasks "$TASKS"
+# 2. lm-eval, every default task, recovery against the float run (whose results are reused after its own)
+for run in fp32 mixed3.25 skip25; do
+  baseline=(); [ "$run" = fp32 ] || baseline=(--baseline "$RUNS/fp32")
+  compress eval "$RUNS/$run" "${baseline[@]}" --limit "$LIMIT" --tasks "$TASKS"
+  compress eval "$RUNS/$run" "${baseline[@]}" --limit "$LIMIT" --tasks "wikitext,$TASKS" --batch-size 1
 done
 
 # 3. bench: each compressed model against the float one in the same invocation

@@ -1,5 +1,6 @@
 """`compress bench` and `compress report`: statistics, token timing, outputs and bad input."""
 
+import importlib.machinery
 import json
 import math
 
@@ -88,6 +89,11 @@ def test_bench_writes_json_markdown_and_plot_with_a_baseline(tiny_folder, data_d
     (["--device", "tpu"], "unknown --device"),
     pytest.param(["--device", "cuda"], "torch sees no CUDA GPU",
                  marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is present")),
+    (["--backend", "trt"], "unknown --backend 'trt'; valid: hf, vllm"),
+    (["--backend", "vllm", "--device", "cpu"], "--backend vllm runs on CUDA only"),
+    pytest.param(["--backend", "vllm"], "vllm is not installed",
+                 marks=pytest.mark.skipif(__import__("importlib").util.find_spec("vllm") is not None,
+                                          reason="vllm is installed")),
 ])
 def test_bad_bench_input_is_one_line(tiny_folder, tmp_path, capsys, argv, message):
     out = tmp_path / "never"
@@ -144,3 +150,82 @@ def test_float_parameters_count_a_tied_head_once(tmp_path):
     assert model.lm_head.weight is model.model.embed_tokens.weight
     model.save_pretrained(tmp_path / "tied")
     assert float_parameters(tmp_path / "tied") == model.num_parameters()
+
+
+def test_batch_call_metrics_agree_with_token_timed_metrics():
+    from compress.bench_stats import batch_call_metrics
+
+    start, ttft, tpot, n, batch = 100.0, 0.05, 0.01, 128, 8
+    times = [start + ttft + k * tpot for k in range(n)]  # evenly spaced tokens after the prefill
+    streamed = generation_metrics(times, start, batch)
+    whole = batch_call_metrics(times[-1] - start, ttft, batch, n)
+    assert whole == pytest.approx(streamed)
+    assert whole["tpot_ms"] == pytest.approx(10.0) and whole["output_throughput"] == pytest.approx(8 * 128 / 1.32)
+    assert math.isnan(batch_call_metrics(0.2, 0.2, 1, 1)["tpot_ms"])  # one token: no decode phase
+    with pytest.raises(ValueError):
+        batch_call_metrics(0.0, 0.1, 1, 4)
+
+
+def test_vllm_worker_plumbing_against_a_stand_in_engine(tiny_folder, data_dir, tmp_path, monkeypatch):
+    """vllm needs a CUDA GPU, absent here: this runs compress.bench_vllm.worker against a stand-in `vllm`
+    module with vLLM's offline API (LLM.generate(prompts, SamplingParams, use_tqdm) -> outputs[0].token_ids)
+    to check what compress does around the engine: the prompts it sends, the calls it times, the record it
+    builds and the table made from it. The engine's own numbers need a GPU run."""
+    import sys
+    import time
+    import types
+
+    import torch
+
+    from compress.bench import BenchConfig
+    from compress.bench_report import markdown
+    from compress.bench_vllm import worker
+
+    calls = []
+
+    class SamplingParams:
+        def __init__(self, **kwargs):
+            self.__dict__.update(kwargs)
+
+    class LLM:
+        def __init__(self, **kwargs):
+            self.kwargs = kwargs
+            self.llm_engine = types.SimpleNamespace(model_config=types.SimpleNamespace(dtype="torch.float16",
+                                                                                       quantization=None))
+            calls.append(("init", kwargs))
+
+        def generate(self, prompts, params, use_tqdm=True):
+            calls.append(("generate", len(prompts), params.max_tokens, {len(p["prompt_token_ids"]) for p in prompts}))
+            time.sleep(0.02 * params.max_tokens)  # a prefill and every further token take time
+            done = types.SimpleNamespace(token_ids=list(range(params.max_tokens)))
+            return [types.SimpleNamespace(outputs=[done]) for _ in prompts]
+
+    fake = types.ModuleType("vllm")
+    fake.LLM, fake.SamplingParams, fake.__version__ = LLM, SamplingParams, "stand-in"
+    fake.__spec__ = importlib.machinery.ModuleSpec("vllm", None)
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "stand-in GPU")
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: 3 * 2**20)
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
+
+    config = BenchConfig(input_len=16, output_len=4, batches=(1, 3), repeats=2, warmup=1, backend="vllm")
+    record = worker(str(tiny_folder), config, data_dir, False)
+
+    init = calls[0][1]
+    assert init["model"] == str(tiny_folder) and init["enable_prefix_caching"] is False
+    assert init["max_model_len"] == 20 and init["max_num_seqs"] == 3
+    generated = [c[1:] for c in calls[1:]]  # (prompts, max_tokens, prompt lengths) per timed call
+    assert generated == [(1, 1, {16})] * 3 + [(1, 4, {16})] * 3 + [(3, 1, {16})] * 3 + [(3, 4, {16})] * 3
+    assert list(record["results"]) == ["batch_1", "batch_3"]
+    for row in record["results"].values():
+        assert len(row["runs"]) == 2 and row["median_e2el_ms"] > row["prefill_ms"] >= 20
+        assert row["median_tpot_ms"] == pytest.approx(20, rel=0.5) and row["median_output_throughput"] > 0
+    assert record["device"] == "cuda (stand-in GPU)" and record["peak_vram_mib"] == 3.0
+    assert record["vllm"]["version"] == "stand-in" and record["vllm"]["dtype"] == "torch.float16"
+    record.update(label="tiny", size={"weight_bytes": 2**20, "bits_per_weight": 16.0, "parameters": 10**6})
+    table = markdown({"models": [record], "settings": {**config.__dict__}, "backend": "vllm",
+                      "versions": {"torch": "x"}, "data": "WikiText-2 test windows"})
+    assert "vllm backend, cuda (stand-in GPU)" in table and "TPOT = (e2e - TTFT) / (output - 1)" in table
+    assert "| tiny | 3 |" in table
+

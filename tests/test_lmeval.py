@@ -80,16 +80,40 @@ def test_eval_of_a_model_folder_with_a_baseline(tiny_folder, data_dir, tmp_path,
     assert "arc_easy" in capsys.readouterr().out
 
 
-def test_baseline_results_are_reused_when_the_settings_match(tiny_folder, data_dir, tmp_path):
-    from compress.lmeval import cached_baseline
+def test_saved_results_are_reused_when_the_settings_match(tiny_folder, data_dir, tmp_path):
+    from compress.lmeval import saved_results
 
     assert main(["eval", str(tiny_folder), "--tasks", "arc_easy", "--limit", "3", "--data-dir", str(data_dir)]) == 0
     saved = json.loads((tiny_folder / "eval.json").read_text())  # default out: the model folder
     settings = {"limit": 3, "max_length": None}
-    assert cached_baseline(str(tiny_folder), ["arc_easy"], settings, data_dir) == {"arc_easy": saved["tasks"]["arc_easy"]}
-    assert cached_baseline(str(tiny_folder), ["arc_easy"], {"limit": 5, "max_length": None}, data_dir) is None
-    assert cached_baseline(str(tiny_folder), ["arc_easy"], {"limit": 3, "max_length": 64}, data_dir) is None
-    assert cached_baseline(str(tiny_folder), ["boolq"], settings, data_dir) is None
+    assert saved_results(str(tiny_folder), ["arc_easy"], settings, data_dir) == {"arc_easy": saved["tasks"]["arc_easy"]}
+    assert saved_results(str(tiny_folder), ["arc_easy", "boolq"], settings, data_dir) == {
+        "arc_easy": saved["tasks"]["arc_easy"]}  # the tasks it has; the rest are evaluated
+    assert saved_results(str(tiny_folder), ["arc_easy"], {"limit": 5, "max_length": None}, data_dir) == {}
+    assert saved_results(str(tiny_folder), ["arc_easy"], {"limit": 3, "max_length": 64}, data_dir) == {}
+    assert saved_results(str(tiny_folder), ["arc_easy"], settings, tmp_path) == {}  # another data dir
+    assert saved_results(str(tiny_folder), ["boolq"], settings, data_dir) == {}
+
+
+def test_adding_a_task_evaluates_only_that_task(tiny_folder, data_dir, monkeypatch):
+    import compress.lmeval as lmeval
+
+    argv = ["eval", str(tiny_folder), "--limit", "3", "--batch-size", "3", "--data-dir", str(data_dir)]
+    assert main([*argv, "--tasks", "arc_easy"]) == 0
+    first = json.loads((tiny_folder / "eval.json").read_text())["tasks"]["arc_easy"]
+    evaluated = []
+    real = lmeval._evaluate_spec
+    monkeypatch.setattr(lmeval, "_evaluate_spec", lambda spec, names, *a: evaluated.append(names) or real(
+        spec, names, *a))
+    assert main([*argv, "--tasks", "arc_easy,boolq"]) == 0
+    result = json.loads((tiny_folder / "eval.json").read_text())
+    assert evaluated == [["boolq"]] and result["reused"] == ["arc_easy"]
+    assert list(result["tasks"]) == ["arc_easy", "boolq"] and result["tasks"]["arc_easy"] == first
+    assert result["tasks"]["boolq"]["samples"] == 3
+    assert "earlier eval.json (same limit, max length, data dir): tiny" in (tiny_folder / "eval.md").read_text()
+    evaluated.clear()  # everything saved: the model is not even loaded
+    assert main([*argv, "--tasks", "boolq,arc_easy"]) == 0 and evaluated == []
+    assert main([*argv, "--tasks", "arc_easy", "--rerun"]) == 0 and evaluated == [["arc_easy"]]
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -133,13 +133,14 @@ def _number(text: str) -> float | str:
         return text
 
 
-def load_quantized(path: str | Path):
-    """(model, tokenizer) of a saved GPTQ folder, on CPU, through GPTQModel (it reads `dynamic`)."""
+def load_quantized(path: str | Path, device: str = "cpu"):
+    """(model, tokenizer) of a saved GPTQ folder through GPTQModel (it reads `dynamic`), on `device`: GPTQModel
+    picks its kernel for the device it loads onto, so a CUDA bench loads there rather than moving a CPU one."""
     try:
         from gptqmodel import GPTQModel
     except ImportError as e:
         raise CompressError(f"loading a GPTQ checkpoint needs gptqmodel: run `{INSTALL}`") from e
     from transformers import AutoTokenizer
 
-    wrapper = GPTQModel.load(str(path), device="cpu")
+    wrapper = GPTQModel.load(str(path), device=device)
     return wrapper.model.eval(), AutoTokenizer.from_pretrained(str(path))

@@ -1,0 +1,100 @@
+"""`compress bench --backend vllm`: the bench's measurements through vLLM's offline engine (CUDA only).
+
+Follows `vllm bench latency`: the batch's B prompts (the same WikiText-2 token windows as the HF backend) go
+into one `LLM.generate()` call with greedy SamplingParams(ignore_eos=True, max_tokens=output_len), and the
+call is timed as a whole. vLLM's offline engine gives no per-token times (RequestOutput.metrics is None in the
+V1 engine), so TTFT is the same call with max_tokens=1 (the prefill, median of the repeats) and
+tpot = (e2el - ttft) / (output_len - 1) (compress.bench_stats.batch_call_metrics); names as `vllm bench`.
+Prefix caching is off, or every repeat after the first would skip its prefill. The engine runs in this
+process (VLLM_ENABLE_V1_MULTIPROCESSING=0), so peak RAM and torch's peak VRAM are this process's; the VRAM
+includes the KV-cache pool vLLM reserves (`gpu_memory_utilization`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+from pathlib import Path
+
+from compress.errors import CompressError
+
+GPU_MEMORY_UTILIZATION = 0.5  # share of the GPU vLLM may take (weights + KV pool); leaves room for others
+
+
+def check_vllm(spec: str | None) -> None:
+    """Refuse, before anything runs, what the vLLM backend cannot do here: no vllm, no GPU, or a model vLLM
+    does not read as given (the bundled default and .gguf files: bench a saved folder instead)."""
+    if importlib.util.find_spec("vllm") is None:
+        raise CompressError("--backend vllm: vllm is not installed (pip install vllm, on a CUDA machine); "
+                            "--backend hf works everywhere")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise CompressError("--backend vllm needs a CUDA GPU and torch sees none; use --backend hf")
+    if spec is None or str(spec).endswith(".gguf"):
+        raise CompressError("--backend vllm needs a model folder or hub id, not the bundled GGUF: save one "
+                            "first (compress run --bits 16 --out DIR) and bench DIR")
+
+
+def worker(spec: str, config, data_root: Path | None, trust_remote_code: bool) -> dict:
+    """Load `spec` into vLLM and time it at every batch size; the record has the HF worker's keys."""
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # engine in this process: its memory is ours
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import AutoTokenizer
+    from vllm import LLM, SamplingParams
+
+    from compress.bench import _peak_rss_mib, prompt_ids
+    from compress.bench_stats import batch_call_metrics, percentile, summarize
+
+    check_vllm(spec)
+    before = _peak_rss_mib()
+    started = time.perf_counter()
+    llm = LLM(model=spec, tokenizer=spec, trust_remote_code=trust_remote_code, seed=0,
+              enable_prefix_caching=False, gpu_memory_utilization=GPU_MEMORY_UTILIZATION,
+              max_model_len=config.input_len + config.output_len, max_num_seqs=max(config.batches))
+    load_s = time.perf_counter() - started
+    tokenizer = AutoTokenizer.from_pretrained(spec, trust_remote_code=trust_remote_code)
+
+    def timed(prompts: list[dict], max_tokens: int) -> float:
+        params = SamplingParams(temperature=0.0, ignore_eos=True, max_tokens=max_tokens, min_tokens=max_tokens)
+        start = time.perf_counter()
+        outputs = llm.generate(prompts, params, use_tqdm=False)
+        elapsed = time.perf_counter() - start
+        counts = {len(o.outputs[0].token_ids) for o in outputs}
+        if counts != {max_tokens}:
+            raise CompressError(f"vLLM returned {sorted(counts)} new tokens per request, not {max_tokens}")
+        return elapsed
+
+    results = {}
+    total = len(config.batches) * (config.warmup + config.repeats) * 2
+    with tqdm(total=total, desc="bench (vllm)", unit="run") as bar:
+        for batch in config.batches:
+            ids = prompt_ids(tokenizer, batch, config.input_len, data_root)
+            prompts = [{"prompt_token_ids": row.tolist()} for row in ids]
+            prefill = []
+            for k in range(config.warmup + config.repeats):
+                elapsed = timed(prompts, 1)
+                if k >= config.warmup:
+                    prefill.append(elapsed)
+                bar.update()
+            ttft = percentile(prefill, 50)
+            runs = []
+            for k in range(config.warmup + config.repeats):
+                elapsed = timed(prompts, config.output_len)
+                if k >= config.warmup:
+                    runs.append(batch_call_metrics(elapsed, ttft, batch, config.output_len))
+                bar.update()
+            results[f"batch_{batch}"] = {"batch": batch, "prefill_ms": 1000 * ttft,
+                                         "prefill_throughput": batch * config.input_len / ttft,
+                                         **summarize(runs), "runs": runs}
+    model_config = getattr(llm.llm_engine, "model_config", None)
+    import vllm
+
+    return {"model": spec, "device": f"cuda ({torch.cuda.get_device_name()})", "load_s": load_s,
+            "threads": torch.get_num_threads(), "results": results, "peak_ram_mib": _peak_rss_mib(),
+            "ram_before_load_mib": before, "peak_vram_mib": torch.cuda.max_memory_allocated() / 2**20,
+            "vllm": {"version": vllm.__version__, "dtype": str(getattr(model_config, "dtype", "?")),
+                     "quantization": getattr(model_config, "quantization", None),
+                     "gpu_memory_utilization": GPU_MEMORY_UTILIZATION}}
