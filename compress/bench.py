@@ -94,12 +94,32 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
+def timed_repeats(config: BenchConfig, measure, bar) -> list:
+    """Call `measure()` warmup + repeats times; keep the results of the timed (post-warm-up) calls."""
+    kept = []
+    for k in range(config.warmup + config.repeats):
+        result = measure()
+        if k >= config.warmup:
+            kept.append(result)
+        bar.update()
+    return kept
+
+
+def batch_record(batch: int, input_len: int, prefill: list[float], runs: list[dict]) -> dict:
+    """One batch size's results: median prefill (s -> ms, tokens/s) and the summarized generation runs."""
+    from compress.bench_stats import percentile, summarize
+
+    prefill_s = percentile(prefill, 50)
+    return {"batch": batch, "prefill_ms": 1000 * prefill_s, "prefill_throughput": batch * input_len / prefill_s,
+            **summarize(runs), "runs": runs}
+
+
 def bench_loaded(model, tokenizer, config: BenchConfig, data_root: Path | None, progress: bool = True) -> dict:
     """{"batch_<B>": {prefill_ms, prefill_throughput, median_/p90_/p99_ metrics, runs: [...]}} of a loaded model."""
     import torch
     from tqdm.auto import tqdm
 
-    from compress.bench_stats import generation_metrics, percentile, summarize
+    from compress.bench_stats import generation_metrics
 
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -109,17 +129,15 @@ def bench_loaded(model, tokenizer, config: BenchConfig, data_root: Path | None, 
         for batch in config.batches:
             ids = prompt_ids(tokenizer, batch, config.input_len, data_root).to(device)
             mask = torch.ones_like(ids)
-            prefill = []
-            for k in range(config.warmup + config.repeats):
+
+            def prefill() -> float:
                 _sync(device)
                 start = time.perf_counter()
                 model(input_ids=ids, attention_mask=mask, use_cache=True)
                 _sync(device)
-                if k >= config.warmup:
-                    prefill.append(time.perf_counter() - start)
-                bar.update()
-            runs = []
-            for k in range(config.warmup + config.repeats):
+                return time.perf_counter() - start
+
+            def generate() -> dict:
                 streamer = TimingStreamer()
                 _sync(device)
                 start = time.perf_counter()
@@ -129,13 +147,11 @@ def bench_loaded(model, tokenizer, config: BenchConfig, data_root: Path | None, 
                 if generated.shape[1] - config.input_len != config.output_len:
                     raise CompressError(f"generate() returned {generated.shape[1] - config.input_len} new tokens, "
                                         f"not {config.output_len}")
-                if k >= config.warmup:
-                    runs.append(generation_metrics(streamer.times, start, batch))
-                bar.update()
-            prefill_s = percentile(prefill, 50)
-            out[f"batch_{batch}"] = {"batch": batch, "prefill_ms": 1000 * prefill_s,
-                                     "prefill_throughput": batch * config.input_len / prefill_s,
-                                     **summarize(runs), "runs": runs}
+                return generation_metrics(streamer.times, start, batch)
+
+            prefills = timed_repeats(config, prefill, bar)
+            out[f"batch_{batch}"] = batch_record(batch, config.input_len, prefills,
+                                                 timed_repeats(config, generate, bar))
     return out
 
 

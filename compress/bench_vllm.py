@@ -43,10 +43,11 @@ def worker(spec: str, config, data_root: Path | None, trust_remote_code: bool) -
     import torch
     from tqdm.auto import tqdm
     from transformers import AutoTokenizer
+    import vllm
     from vllm import LLM, SamplingParams
 
-    from compress.bench import _peak_rss_mib, prompt_ids
-    from compress.bench_stats import batch_call_metrics, percentile, summarize
+    from compress.bench import _peak_rss_mib, batch_record, prompt_ids, timed_repeats
+    from compress.bench_stats import batch_call_metrics, percentile
 
     check_vllm(spec)
     before = _peak_rss_mib()
@@ -73,25 +74,12 @@ def worker(spec: str, config, data_root: Path | None, trust_remote_code: bool) -
         for batch in config.batches:
             ids = prompt_ids(tokenizer, batch, config.input_len, data_root)
             prompts = [{"prompt_token_ids": row.tolist()} for row in ids]
-            prefill = []
-            for k in range(config.warmup + config.repeats):
-                elapsed = timed(prompts, 1)
-                if k >= config.warmup:
-                    prefill.append(elapsed)
-                bar.update()
+            prefill = timed_repeats(config, lambda: timed(prompts, 1), bar)
             ttft = percentile(prefill, 50)
-            runs = []
-            for k in range(config.warmup + config.repeats):
-                elapsed = timed(prompts, config.output_len)
-                if k >= config.warmup:
-                    runs.append(batch_call_metrics(elapsed, ttft, batch, config.output_len))
-                bar.update()
-            results[f"batch_{batch}"] = {"batch": batch, "prefill_ms": 1000 * ttft,
-                                         "prefill_throughput": batch * config.input_len / ttft,
-                                         **summarize(runs), "runs": runs}
+            runs = timed_repeats(config, lambda: batch_call_metrics(timed(prompts, config.output_len), ttft, batch,
+                                                                    config.output_len), bar)
+            results[f"batch_{batch}"] = batch_record(batch, config.input_len, prefill, runs)
     model_config = getattr(llm.llm_engine, "model_config", None)
-    import vllm
-
     return {"model": spec, "device": f"cuda ({torch.cuda.get_device_name()})", "load_s": load_s,
             "threads": torch.get_num_threads(), "results": results, "peak_ram_mib": _peak_rss_mib(),
             "ram_before_load_mib": before, "peak_vram_mib": torch.cuda.max_memory_allocated() / 2**20,
