@@ -1,31 +1,38 @@
 """compress: score every decoder layer of a causal LM, then treat layers differently.
 
-Public API (mirrors the CLI): load_model, decoder_layers, score, score_model, LayerScores, wikitext2_ppl
-(`compress score` / `compress ppl`); run, RunConfig, make_plan, Plan, load_quantized (`compress run`);
-choose_layers, remove_layers (`compress run --skip`); generate, skipping (`compress generate --decode-skip`).
+Every command is one function of the same shape, `compress.<command>(model, config, *, out=..., ...)`, taking a
+model spec (or, for score/ppl/generate, a loaded model with its tokenizer) and the command's frozen config, and
+returning a typed result:
+
+    score(model, ScoreConfig())      -> LayerScores       `compress score`
+    run(model, RunConfig(), out=)    -> RunResult         `compress run`
+    finetune(model, FinetuneConfig(), out=) -> FinetuneResult  `compress finetune`
+    evaluate(model, EvalConfig())    -> EvalResult        `compress eval`
+    bench(model, BenchConfig())      -> BenchResult       `compress bench`
+    report(folders, out=)            -> Path              `compress report`
+    ppl(model, PplConfig())          -> Perplexity        `compress ppl`
+    generate(model, GenerateConfig(), prompt=) -> Generation  `compress generate`
+
 Submodules import torch lazily, so `import compress` stays cheap.
 """
 
 __version__ = "0.1.0"
 
-from compress.api import generate, score_model, wikitext2_ppl
+from compress.api import bench, evaluate, finetune, generate, ppl, report, run, score
+from compress.benchmark.config import BenchConfig
+from compress.bits.planner import BitsConfig
+from compress.depth.choose import DepthConfig
+from compress.depth.generate import GenerateConfig
 from compress.errors import CompressError
-from compress.model import decoder_layers, load_model
-from compress.pipeline import RunConfig, make_plan, run
-from compress.plan import Plan
-from compress.scorers import SCORERS, score
-from compress.removal import remove_layers
+from compress.evaluation.lmeval import EvalConfig
+from compress.evaluation.perplexity import PplConfig
+from compress.training.train import FinetuneConfig
+from compress.pipeline.runner import RunConfig
+from compress.plan import LayerDecision, Plan
+from compress.quant.gptq import GPTQConfig
+from compress.scorers.command import ScoreConfig
 from compress.scores import LayerScores
-from compress.skip_policy import choose_layers
-from compress.skipping import skipping
 
-__all__ = ["CompressError", "LayerScores", "Plan", "RunConfig", "SCORERS", "choose_layers", "decoder_layers",
-           "generate", "load_model", "load_quantized", "make_plan", "remove_layers", "run", "score", "score_model",
-           "skipping", "wikitext2_ppl"]
-
-
-def load_quantized(path):
-    """(model, tokenizer) of a GPTQ folder written by `compress run`, on CPU, through GPTQModel."""
-    from compress.quant.gptq import load_quantized as load
-
-    return load(path)
+__all__ = ["BenchConfig", "BitsConfig", "CompressError", "DepthConfig", "EvalConfig", "FinetuneConfig",
+           "GPTQConfig", "GenerateConfig", "LayerDecision", "LayerScores", "Plan", "PplConfig", "RunConfig",
+           "ScoreConfig", "bench", "evaluate", "finetune", "generate", "ppl", "report", "run", "score"]

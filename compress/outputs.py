@@ -35,9 +35,14 @@ def default_out(model_spec: str | None, command: str) -> Path:
     carries its eval and bench beside plan.json), else runs/<command>-<model>."""
     if model_spec is not None and Path(model_spec).is_dir():
         return Path(model_spec)
-    from compress.model import model_slug
-
     return Path("runs") / f"{command}-{model_slug(model_spec)}"
+
+
+def model_slug(model: str | None) -> str:
+    """A short name of a model spec for default output folders (runs/<command>-<slug>)."""
+    if model is None:
+        return "SmolLM2-135M-Instruct"
+    return Path(model.rstrip("/")).name.removesuffix(".gguf") or "model"
 
 
 def _existing_ancestor(path: Path) -> Path:

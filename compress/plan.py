@@ -1,4 +1,4 @@
-"""Plan: one decision per decoder layer (bits, skip, lr multiplier, reason), made by policies from
+"""Plan: one decision per decoder layer (bits, skip, reason), made by the decision rules (compress.bits, compress.depth) from
 LayerScores before anything touches the model. No torch: it is the table a run writes as plan.json and
 a user may edit and feed back with --plan.
 """
@@ -19,14 +19,11 @@ class LayerDecision:
     index: int  # decoder-layer index in the model as it is now
     bits: int = 16
     skip: bool = False
-    lr_mult: float = 1.0
     reason: str = ""
 
     def __post_init__(self) -> None:
         if self.bits not in BITS:
             raise ValueError(f"layer {self.index}: bits must be one of {BITS}, got {self.bits}")
-        if not self.lr_mult > 0:
-            raise ValueError(f"layer {self.index}: lr_mult must be > 0, got {self.lr_mult}")
         if self.skip and self.bits != 16:
             raise ValueError(f"layer {self.index}: a skipped layer is not quantized (bits must be 16)")
 
@@ -62,7 +59,7 @@ class Plan:
         if len(bits) != self.n_layers:
             raise ValueError(f"{len(bits)} bit widths for a plan of {self.n_layers} layers")
         reasons = reasons or [d.reason for d in self.layers]
-        return Plan(tuple(LayerDecision(d.index, b, d.skip, d.lr_mult, r)
+        return Plan(tuple(LayerDecision(d.index, b, d.skip, r)
                           for d, b, r in zip(self.layers, bits, reasons)))
 
     def with_skip(self, dropped: Sequence[int], reason: str | Mapping[int, str] = "") -> "Plan":
@@ -73,7 +70,7 @@ class Plan:
         if bad:
             raise ValueError(f"layer indices {bad} are out of range 0..{self.n_layers - 1}")
         reasons = reason if isinstance(reason, Mapping) else {i: reason for i in dropped}
-        return Plan(tuple(LayerDecision(d.index, 16, True, d.lr_mult, reasons.get(d.index) or d.reason)
+        return Plan(tuple(LayerDecision(d.index, 16, True, reasons.get(d.index) or d.reason)
                           if d.index in dropped else d for d in self.layers))
 
     @property
@@ -87,7 +84,7 @@ class Plan:
 
     def reduced(self) -> "Plan":
         """The plan of the model after removing the skipped layers: the kept rows, renumbered 0..L'-1."""
-        return Plan(tuple(LayerDecision(new, d.bits, False, d.lr_mult, d.reason)
+        return Plan(tuple(LayerDecision(new, d.bits, False, d.reason)
                           for new, d in enumerate(d for d in self.layers if not d.skip)))
 
     def with_kept(self, reduced: "Plan") -> "Plan":
@@ -97,8 +94,7 @@ class Plan:
             raise ValueError(f"need a plan of the {len(self.kept)} kept layers without skips, got "
                              f"{reduced.n_layers} layers")
         after = dict(zip(self.kept, reduced.layers))
-        return Plan(tuple(LayerDecision(d.index, after[d.index].bits, False, after[d.index].lr_mult,
-                                        after[d.index].reason) if d.index in after else d for d in self.layers))
+        return Plan(tuple(LayerDecision(d.index, after[d.index].bits, False, after[d.index].reason) if d.index in after else d for d in self.layers))
 
     def check_layers(self, n_layers: int) -> None:
         """Refuse a plan made for a model with a different number of decoder layers."""
@@ -122,6 +118,8 @@ class Plan:
         valid = {f.name for f in fields(LayerDecision)}
         rows = []
         for row in data["layers"]:
+            if isinstance(row, dict):  # plans written before 0.2 carry an unused lr_mult
+                row = {k: v for k, v in row.items() if k != "lr_mult"}
             unknown = set(row) - valid
             if unknown:
                 raise CompressError(f"plan.json row has unknown keys {sorted(unknown)}; valid: {sorted(valid)}")
@@ -135,11 +133,11 @@ class Plan:
             raise CompressError(f"plan.json: {e}") from e
 
     def table(self, extra: dict[str, Sequence[Any]] | None = None) -> str:
-        """Aligned text: layer | extra columns (e.g. the score used) | bits | skip | lr× | reason."""
+        """Aligned text: layer | extra columns (e.g. the score used) | bits | skip | reason."""
         extra = extra or {}
-        heads = ["layer", *extra, "bits", "skip", "lr×", "reason"]
+        heads = ["layer", *extra, "bits", "skip", "reason"]
         rows = [[str(d.index), *(_fmt(v[d.index]) for v in extra.values()), str(d.bits), "yes" if d.skip else "",
-                 f"{d.lr_mult:g}", d.reason] for d in self.layers]
+                 d.reason] for d in self.layers]
         widths = [max(len(r[c]) for r in [heads, *rows]) for c in range(len(heads))]
         lines = ["  ".join(h.ljust(w) if h == "reason" else h.rjust(w) for h, w in zip(heads, widths))]
         lines += ["  ".join(v.ljust(w) if c == len(heads) - 1 else v.rjust(w) for c, (v, w) in

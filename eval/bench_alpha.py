@@ -40,9 +40,9 @@ def main() -> None:
     import torch
     import weightwatcher
 
-    from compress.api import versions
+    from compress.provenance import versions
     from compress.model import load_model, model_label
-    from compress.parity import alpha_parity, weightwatcher_alphas
+    from parity import alpha_parity, weightwatcher_alphas  # eval/parity.py, beside this script
     from compress.scorers.spectral import SpectralConfig, matrix_table
 
     model, _ = load_model(args.model)

@@ -1,7 +1,7 @@
 """Wall time of `compress run` against calling GPTQModel directly with the same config (issue 3, target
 ratio <= 1.1), same process, alternating A/B, median of repeats.
 
-A: compress.pipeline.run(): load, LIM scoring, plan, GPTQ through gptqmodel, save with scores/plan/stats/
+A: compress.pipeline.runner.run(): load, LIM scoring, plan, GPTQ through gptqmodel, save with scores/plan/stats/
    settings (perplexity skipped: --max-windows 0, it is evaluation, not quantization).
 B: what a user writes by hand: tokenizer, the same calibration samples, GPTQModel.load with the same
    QuantizeConfig (bits, group size, sym, desc_act, damping, the plan's `dynamic`), quantize, save.
@@ -24,10 +24,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(os.cpu_count() or 1))
 
-from compress.api import versions  # noqa: E402
+from compress.provenance import versions  # noqa: E402
 from compress.data import calibration_samples, calibration_texts, data_dir  # noqa: E402
 from compress.model import resolve_model_path  # noqa: E402
-from compress.pipeline import RunConfig, run  # noqa: E402
+from compress.pipeline.runner import RunConfig, run  # noqa: E402
 
 
 def direct(model_path: str, stats: dict, config: RunConfig, root, out: Path) -> None:

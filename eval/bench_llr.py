@@ -4,7 +4,7 @@ Runs (AdamW, the same data order per seed): uniform η, uniform 5η (LLR's large
 paper's safety check), and LLR (α of each matrix mapped onto [η, 5η]). Training text: WikiText-2 *valid*
 (detokenized), blocks of 256 tokens, batch 4; eval loss: WikiText-2 raw *test*, 16 held-out windows of 256,
 every 25 steps. Warm-up 10 %, cosine to 0.1×, α recomputed every 100 steps during the first 20 %, exactly
-`compress finetune` (compress.finetune.finetune). Reported: eval loss vs step per run, and for each seed the
+`compress finetune` (compress.training.train.finetune). Reported: eval loss vs step per run, and for each seed the
 first step at which LLR's eval loss reaches uniform's final eval loss (speed-up = uniform's steps / that).
 
 On CPU by default; `--device cuda` runs the same loop on a GPU (fp32, no TF32), where the whole matrix
@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from compress.api import versions  # noqa: E402
+from compress.provenance import versions  # noqa: E402
 from compress.data import data_dir  # noqa: E402
-from compress.finetune import FinetuneConfig, finetune  # noqa: E402
+from compress.training.train import FinetuneConfig, finetune  # noqa: E402
 from compress.model import load_model, resolve_device  # noqa: E402
 
 

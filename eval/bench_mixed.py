@@ -28,12 +28,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from compress.api import versions  # noqa: E402
+from compress.provenance import versions  # noqa: E402
 from compress.data import calibration_samples, calibration_texts, data_dir, wikitext2_test_text  # noqa: E402
 from compress.model import decoder_layers, layer_params, load_model, resolve_model_path  # noqa: E402
-from compress.perplexity import perplexity  # noqa: E402
-from compress.pipeline import RunConfig, make_plan  # noqa: E402
-from compress.quant.gptq import GPTQSettings, load_quantized, quantize_gptq  # noqa: E402
+from compress.evaluation.perplexity import perplexity  # noqa: E402
+from compress.pipeline.runner import RunConfig, make_plan  # noqa: E402
+from compress.model import load_gptq
+from compress.quant.gptq import GPTQConfig, quantize_gptq  # noqa: E402
 from compress.quant.unpack import load_dequantized  # noqa: E402
 from compress.scores import LayerScores, rank_agreement  # noqa: E402
 from compress.scorers import score  # noqa: E402
@@ -137,8 +138,8 @@ def main() -> None:
         plan = make_plan(n_layers, scores, config, params, costs if len(config.bit_choices) > 2 else None)
         folder = args.work / name
         shutil.rmtree(folder, ignore_errors=True)
-        stats = quantize_gptq(resolve_model_path(args.model), plan, calib, folder, GPTQSettings())
-        quantized, _ = load_quantized(folder)
+        stats = quantize_gptq(resolve_model_path(args.model), plan, calib, folder, GPTQConfig())
+        quantized, _ = load_gptq(folder)
         unpacked = unpacked_model(folder, args.model)
         started = time.perf_counter()
         # Perplexity of exactly the stored weights, in float32 (4x faster on this CPU than GPTQModel's

@@ -4,13 +4,13 @@ Quality: for 10/20/25/33 % of the 30 decoder layers removed (3, 6, 8, 10 layers:
 policy of `compress run --skip-policy` (bi = ShortGPT, angular = Gromov et al., uls = Unified Layer
 Skipping's balanced pattern, greedy on calibration NLL, random with 3 seeds), WikiText-2 raw test perplexity
 on the first --ppl-windows windows of 2048 tokens. The layers are chosen exactly as `compress run` chooses
-them (compress.skip_policy.choose_layers, calibration 8 × 256 tokens of WikiText-2 valid); the perplexity
-is measured with the layers bypassed (compress.skipping, mode "always"), the same function as the removed
+them (compress.depth.choose.choose_layers, calibration 8 × 256 tokens of WikiText-2 valid); the perplexity
+is measured with the layers bypassed (compress.depth.bypass, mode "always"), the same function as the removed
 checkpoint (tests/test_skipping.py).
 
 Speed: decode tokens/s with HF generate, batch 1, a 32-token WikiText-2 prompt, 128 new tokens (forced:
 min_new_tokens), greedy, one warm-up each, median of --repeats runs, the full model and the models with the
-layers statically removed (compress.removal) timed in the same run, interleaved. Also Unified Layer Skipping
+layers statically removed (compress.depth.remove) timed in the same run, interleaved. Also Unified Layer Skipping
 at decode time (prompt through all layers, new tokens through the kept ones) at 25 %, with its quality on
 teacher-forced continuations (prompt 512 tokens through all layers, next 128 tokens decoded one at a time).
 
@@ -33,14 +33,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from compress.api import versions  # noqa: E402
+from compress.provenance import versions  # noqa: E402
 from compress.data import calibration_samples, calibration_texts, data_dir, wikitext2_test_text  # noqa: E402
-from compress.layer_selection import drop_count  # noqa: E402
+from compress.depth.select import drop_count  # noqa: E402
 from compress.model import decoder_layers, load_model  # noqa: E402
-from compress.perplexity import perplexity  # noqa: E402
-from compress.removal import remove_layers  # noqa: E402
-from compress.skip_policy import SKIP_POLICIES, choose_layers  # noqa: E402
-from compress.skipping import skipping  # noqa: E402
+from compress.evaluation.perplexity import perplexity  # noqa: E402
+from compress.depth.remove import remove_layers  # noqa: E402
+from compress.depth.choose import SKIP_POLICIES, choose_layers  # noqa: E402
+from compress.depth.bypass import skipping  # noqa: E402
 
 RATIOS = (0.10, 0.20, 0.25, 0.33)
 SEEDS = 3

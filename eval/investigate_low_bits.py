@@ -26,13 +26,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(os.cpu_count() or 1))
 
-from compress.api import versions  # noqa: E402
+from compress.provenance import versions  # noqa: E402
 from compress.data import calibration_samples, calibration_texts, data_dir, wikitext2_test_text  # noqa: E402
 from compress.model import decoder_layers, in_features, linears, load_model, resolve_model_path  # noqa: E402
-from compress.perplexity import perplexity  # noqa: E402
+from compress.evaluation.perplexity import perplexity  # noqa: E402
 from compress.plan import Plan  # noqa: E402
-from compress.quant.gptq import load_quantized, quantize_config  # noqa: E402
-from compress.quant.rtn import fake_quantize, group_size_for  # noqa: E402
+from compress.model import load_gptq
+from compress.quant.gptq import quantize_config  # noqa: E402
+from compress.quant.rtn import fake_quantize  # noqa: E402
+from compress.quant.storage import group_size_for  # noqa: E402
 
 GROUP_SIZE = 64
 N_LAYERS = 30
@@ -109,7 +111,7 @@ def main() -> None:
         except Exception as e:  # noqa: BLE001 - the failure itself is the finding
             in_memory = f"{type(e).__name__}: {e}"
         del wrapper
-        reloaded = perplexity(load_quantized(folder)[0], test_ids, max_windows=args.windows, progress=False).ppl
+        reloaded = perplexity(load_gptq(folder)[0], test_ids, max_windows=args.windows, progress=False).ppl
         results[key] = {"in_memory": in_memory, "reloaded": reloaded}
         print(key, results[key], flush=True)
         save()

@@ -57,6 +57,12 @@ def byte_tokenizer():
 
 
 @pytest.fixture
+def gptqmodel():
+    """Skips only the test that quantizes or loads GPTQ, so pure tests run without gptqmodel installed."""
+    return pytest.importorskip("gptqmodel")
+
+
+@pytest.fixture
 def tiny_llama():
     return tiny_model("llama")
 

@@ -92,10 +92,10 @@ def test_ppl_prints_tokens_and_seq_len(tiny_folder, data_dir, tmp_path, capsys):
     assert saved["windows"] == 2 and saved["seq_len"] == 64 and saved["ppl"] > 1
 
 
-def test_argparse_errors_exit_2(capsys):
-    with pytest.raises(SystemExit) as info:
-        main(["ppl", "--max-windows", "0"])
-    assert info.value.code == 2
+def test_option_errors_are_one_line_and_exit_2(capsys):
+    assert "max_windows (--max-windows) must be >= 1, got 0" in one_line_error(capsys, "ppl", "--max-windows", "0")
+    assert "--max-windows must be an int, got 'x'" in one_line_error(capsys, "ppl", "--max-windows", "x")
+    assert "unrecognized arguments: --nope" in one_line_error(capsys, "ppl", "--nope")
 
 
 def test_help_is_instant_and_imports_no_torch():

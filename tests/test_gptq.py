@@ -8,11 +8,11 @@ import torch
 
 from compress.errors import CompressError
 from compress.plan import Plan
-from compress.quant.gptq import GPTQSettings, load_quantized, plan_config, quantize_gptq
+from compress.model import load_gptq
+from compress.quant.gptq import GPTQConfig, plan_config, quantize_gptq
 from compress.quant.unpack import dequantized_state, load_dequantized, unpack_rows
 from conftest import byte_tokenizer, tiny_model
 
-pytest.importorskip("gptqmodel")
 
 SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=5)
 
@@ -27,7 +27,7 @@ def source(tmp_path_factory):
 
 def quantize(source, bits, out):
     calib = torch.randint(0, 256, (16, 64), generator=torch.Generator().manual_seed(0))
-    return quantize_gptq(str(source), Plan.uniform(5, 4).with_bits(bits), calib, out, GPTQSettings(group_size=32))
+    return quantize_gptq(str(source), Plan.uniform(5, 4).with_bits(bits), calib, out, GPTQConfig(group_size=32))
 
 
 IDS = torch.randint(0, 256, (2, 48), generator=torch.Generator().manual_seed(1))
@@ -45,7 +45,7 @@ def agreement(model) -> float:
     return torch.nn.functional.cosine_similarity(full.flatten(), quant.flatten(), dim=0).item()
 
 
-def test_checkpoint_carries_the_plan(source, tmp_path):
+def test_checkpoint_carries_the_plan(gptqmodel, source, tmp_path):
     stats = quantize(source, [4, 2, 8, 4, 16], tmp_path / "q")
     config = json.loads((tmp_path / "q" / "config.json").read_text())["quantization_config"]
     assert (config["bits"], config["group_size"], config["sym"], config["desc_act"]) == (4, 32, True, False)
@@ -54,7 +54,7 @@ def test_checkpoint_carries_the_plan(source, tmp_path):
     assert stats["effective_bits"] == pytest.approx(sum(b + (16 + b) / 32 for b in (4, 2, 8, 4)) / 4)
     assert stats["size_bytes"] > 0 and stats["seconds"] > 0
     assert {r["layer"] for r in stats["module_loss"]} == {0, 1, 2, 3}  # layer 4 left unquantized
-    model, _ = load_quantized(tmp_path / "q")
+    model, _ = load_gptq(tmp_path / "q")
     layers = model.model.layers
     assert isinstance(layers[4].self_attn.q_proj, torch.nn.Linear)
     assert [layers[i].mlp.down_proj.bits for i in range(4)] == [4, 2, 8, 4]
@@ -64,9 +64,9 @@ def test_checkpoint_carries_the_plan(source, tmp_path):
 # 7.6 holds right after quantize() is wrong below 8 bits on CPU, cos ~0.2 with the original; only the
 # saved-and-reloaded checkpoint is used.)
 @pytest.mark.parametrize("bits, floor", [(8, 0.999), (4, 0.95), (3, 0.85), (2, 0.6)])
-def test_every_width_reloads_close_to_the_original(source, tmp_path, bits, floor):
+def test_every_width_reloads_close_to_the_original(gptqmodel, source, tmp_path, bits, floor):
     quantize(source, [bits] * 5, tmp_path / "q")
-    model, tokenizer = load_quantized(tmp_path / "q")
+    model, tokenizer = load_gptq(tmp_path / "q")
     assert agreement(model) > floor
     assert tokenizer.decode(tokenizer("ok").input_ids) == "ok"
     # The kernel computes exactly what the packed codes say: same logits as the float model carrying the
@@ -98,4 +98,4 @@ def test_unpack_inverts_gptq_packing(bits):
 
 def test_plan_for_another_model_is_refused():
     with pytest.raises(CompressError, match="plan has 5 layers but the model has 4"):
-        plan_config(tiny_model("llama"), Plan.uniform(5, 4), GPTQSettings())
+        plan_config(tiny_model("llama"), Plan.uniform(5, 4), GPTQConfig())

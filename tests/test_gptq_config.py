@@ -1,7 +1,8 @@
 import pytest
 
 from compress.model import decoder_layers_path
-from compress.quant.gptq_config import common_group_size, default_bits, dynamic_overrides, resolve_bits
+from compress.quant.gptq_config import default_bits, dynamic_overrides, resolve_bits
+from compress.quant.storage import common_group_size
 from conftest import tiny_model
 
 

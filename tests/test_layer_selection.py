@@ -3,7 +3,7 @@
 import pytest
 
 from compress.errors import CompressError
-from compress.layer_selection import (check_drop, contiguous_block, drop_count, greedy_drop, greedy_order,
+from compress.depth.select import (check_drop, contiguous_block, drop_count, greedy_drop, greedy_order,
                                       least_important, random_drop, uls_drop, uls_dropped, uls_kept)
 
 

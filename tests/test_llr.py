@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from compress.cli import main
-from compress.llr import LayerwiseLR, group_alphas, param_groups
-from compress.lr_policy import lr_multipliers, lr_policy, schedule_factor
-from compress.optim import MuonWithAdamW, build_optimizer
+from compress.training.schedule import LayerwiseLR, group_alphas, param_groups
+from compress.training.lr_map import lr_multipliers, lr_policy, schedule_factor
+from compress.training.optim import MuonWithAdamW, build_optimizer
 from conftest import tiny_model
 
 
@@ -143,7 +143,7 @@ def test_finetune_command_writes_a_checkpoint_and_its_lr_log(tiny_folder, data_d
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--steps", "0"], "--steps must be > 0"),
+    (["--steps", "0"], "steps (--steps) must be >= 1, got 0"),
     (["--lr-policy", "magic"], "valid: llr, tempbalance"),
     (["--optimizer", "sgd"], "valid: adamw, muon"),
     (["--lr-ratio", "5,1"], "r_min <= r_max"),
@@ -174,8 +174,8 @@ def _folder64(tmp_path):
 def test_lora_healing_merges_into_an_ordinary_checkpoint_with_llr_on_the_adapters(data_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from compress.finetune import FinetuneConfig, _load_for_training
-    from compress.llr import alpha_sources, param_groups
+    from compress.training.train import FinetuneConfig, _load_for_training
+    from compress.training.schedule import alpha_sources, param_groups
 
     folder = _folder64(tmp_path)
     model, _ = _load_for_training(str(folder), FinetuneConfig(lora_rank=4))

@@ -7,8 +7,8 @@ import yaml
 
 from compress.cli import main
 from compress.errors import CompressError
-from compress.lm_tasks import DATA_DIR_TOKEN, LOCAL_TASKS, check_task_files, check_tasks, render_tasks, tasks_dir
-from compress.lmeval import EvalConfig, markdown, recovery, task_record
+from compress.evaluation.local_tasks import DATA_DIR_TOKEN, LOCAL_TASKS, check_task_files, check_tasks, render_tasks, tasks_dir
+from compress.evaluation.lmeval import EvalConfig, markdown, recovery, task_record
 
 
 def test_every_local_task_has_a_yaml_naming_its_data_files():
@@ -75,13 +75,14 @@ def test_eval_of_a_model_folder_with_a_baseline(tiny_folder, data_dir, tmp_path,
         task = result["tasks"][name]
         assert task["samples"] == 4 and 0 <= task["metrics"]["acc"]["value"] <= 1
         assert task["metrics"] == result["baseline"][name]["metrics"]  # the same model twice
-        assert result["recovery"][name] in (None, pytest.approx(100.0))
+        primary = task["metrics"][task["primary"]]["value"]  # the same model twice: 100 %, or none for a 0
+        assert result["recovery"][name] == (pytest.approx(100.0) if primary > 0 else None)
     assert result["versions"]["lm_eval"] and "arc_easy (v1.0, n=4)" in (out / "eval.md").read_text()
     assert "arc_easy" in capsys.readouterr().out
 
 
 def test_saved_results_are_reused_when_the_settings_match(tiny_folder, data_dir, tmp_path):
-    from compress.lmeval import saved_results
+    from compress.evaluation.lmeval import saved_results
 
     assert main(["eval", str(tiny_folder), "--tasks", "arc_easy", "--limit", "3", "--data-dir", str(data_dir)]) == 0
     saved = json.loads((tiny_folder / "eval.json").read_text())  # default out: the model folder
@@ -96,7 +97,7 @@ def test_saved_results_are_reused_when_the_settings_match(tiny_folder, data_dir,
 
 
 def test_adding_a_task_evaluates_only_that_task(tiny_folder, data_dir, monkeypatch):
-    import compress.lmeval as lmeval
+    import compress.evaluation.lmeval as lmeval
 
     argv = ["eval", str(tiny_folder), "--limit", "3", "--batch-size", "3", "--data-dir", str(data_dir)]
     assert main([*argv, "--tasks", "arc_easy"]) == 0
@@ -119,7 +120,7 @@ def test_adding_a_task_evaluates_only_that_task(tiny_folder, data_dir, monkeypat
 @pytest.mark.parametrize("argv, message", [
     (["--tasks", "mmlu"], "unknown task 'mmlu'"),
     (["--tasks", "hellaswag"], "use hellaswag_approx"),
-    (["--limit", "0"], "--limit must be >= 1"),
+    (["--limit", "0"], "limit (--limit) must be >= 1, got 0"),
     (["--tasks", ","], "--tasks is empty"),
 ])
 def test_bad_eval_input_is_one_line(tiny_folder, data_dir, tmp_path, capsys, argv, message):

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from compress.errors import CompressError
-from compress.lr_policy import (LRPolicy, lr_multipliers, lr_policy, ramped, recompute_steps, schedule_factor)
+from compress.training.lr_map import (LRPolicy, lr_multipliers, lr_policy, ramped, recompute_steps, schedule_factor)
 
 
 def test_llr_linear_map_check_from_the_issue():

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from compress.errors import CompressError
-from compress.perplexity import perplexity, resolve_seq_len
+from compress.evaluation.perplexity import perplexity, resolve_seq_len
 from conftest import tiny_model
 
 

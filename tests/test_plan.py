@@ -11,15 +11,13 @@ def test_round_trip_and_table():
     back = Plan.from_json(plan.to_json())
     assert back == plan and back.bits == (4, 2, 2, 8)
     text = plan.table({"lim": [0.1, 0.2, 0.3, 0.4]})
-    assert text.splitlines()[0].split() == ["layer", "lim", "bits", "skip", "lr×", "reason"]
+    assert text.splitlines()[0].split() == ["layer", "lim", "bits", "skip", "reason"]
     assert "kept high" in text.splitlines()[4]
 
 
 def test_validation():
     with pytest.raises(ValueError, match="bits must be one of"):
         LayerDecision(0, bits=5)
-    with pytest.raises(ValueError, match="lr_mult"):
-        LayerDecision(0, lr_mult=0)
     with pytest.raises(ValueError, match="skipped layer is not quantized"):
         LayerDecision(0, bits=4, skip=True)
     with pytest.raises(ValueError, match="0..L-1 in order"):

@@ -1,5 +1,6 @@
 """Integration tests on the real default model (SmolLM2-135M-Instruct, bundled GGUF) and real WikiText-2."""
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,8 @@ def test_layer_11_down_proj_has_a_weight_30_std_out(smollm2):
 
 
 def test_alpha_matches_weightwatcher(smollm2):
-    from compress.parity import alpha_parity, weightwatcher_alphas
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))  # eval/parity.py: a dev helper
+    from parity import alpha_parity, weightwatcher_alphas
 
     ours = {r["name"]: r["alpha"] for r in matrix_table(smollm2[0], progress=False)}
     parity = alpha_parity(ours, weightwatcher_alphas(smollm2[0]))
@@ -53,9 +55,10 @@ def test_alpha_matches_weightwatcher(smollm2):
 
 
 def test_wikitext2_perplexity_prefix(smollm2, data_dir):
-    from compress.api import wikitext2_ppl
+    from compress import PplConfig, ppl
 
-    result = wikitext2_ppl(*smollm2, seq_len=512, max_windows=2, data_dir=data_dir, progress=False)
+    model, tokenizer = smollm2
+    result = ppl(model, PplConfig(seq_len=512, max_windows=2), tokenizer=tokenizer, data_dir=data_dir, progress=False)
     assert (result.seq_len, result.windows, result.tokens_scored) == (512, 2, 1022)
     assert result.windows_total > 500
     assert 5 < result.ppl < 60
@@ -69,7 +72,8 @@ def test_gptq_at_every_width_reloads_to_what_its_safetensors_say(smollm2, data_d
 
     from compress.data import calibration_samples, calibration_texts, wikitext2_test_text
     from compress.plan import Plan
-    from compress.quant.gptq import load_quantized, quantize_gptq
+    from compress.model import load_gptq
+    from compress.quant.gptq import quantize_gptq
     from compress.quant.unpack import load_dequantized
 
     model, tokenizer = smollm2
@@ -77,7 +81,7 @@ def test_gptq_at_every_width_reloads_to_what_its_safetensors_say(smollm2, data_d
     calib = calibration_samples(tokenizer, calibration_texts("wikitext2-valid", data_dir), n_samples=2, seq_len=512)
     stats = quantize_gptq(resolve_model_path(None), Plan.uniform(30).with_bits(bits), calib, tmp_path / "q")
     assert stats["group_size"] == 64 and len(stats["layer_loss"]) == 30
-    quantized, _ = load_quantized(tmp_path / "q")
+    quantized, _ = load_gptq(tmp_path / "q")
     assert [decoder_layers(quantized)[i].mlp.down_proj.bits for i in range(4)] == [8, 4, 3, 2]
     reference = load_dequantized(load_model(None)[0], tmp_path / "q").to(quantized.dtype)
     ids = tokenizer(wikitext2_test_text(data_dir), return_tensors="pt").input_ids[0][:256]
@@ -125,9 +129,9 @@ def test_llr_groups_and_lrs_on_smollm2(smollm2):
 
     import pytest
 
-    from compress.llr import LayerwiseLR, group_alphas, param_groups
-    from compress.lr_policy import lr_policy
-    from compress.optim import build_optimizer
+    from compress.training.schedule import LayerwiseLR, group_alphas, param_groups
+    from compress.training.lr_map import lr_policy
+    from compress.training.optim import build_optimizer
 
     model = copy.deepcopy(smollm2[0])
     groups = param_groups(model)
@@ -166,7 +170,7 @@ def test_local_tasks_reproduce_lm_evals_own_configs_on_the_same_files(smollm2, d
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from compress.lm_tasks import LOCAL_TASKS, local_task_manager
+    from compress.evaluation.local_tasks import LOCAL_TASKS, local_task_manager
 
     names = list(EVAL_SPLITS)
     standard = TaskManager()

@@ -6,7 +6,7 @@ from transformers import AutoModelForCausalLM
 
 from compress.errors import CompressError
 from compress.model import decoder_layers
-from compress.removal import remove_layers
+from compress.depth.remove import remove_layers
 from conftest import tiny_model
 
 IDS = torch.randint(0, 256, (1, 12), generator=torch.Generator().manual_seed(0))

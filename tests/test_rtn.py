@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from compress.quant.rtn import dequantize, fake_quantize, group_size_for, quantize
+from compress.quant.rtn import dequantize, fake_quantize, quantize
+from compress.quant.storage import group_size_for
 
 
 def test_group_size_rule():

@@ -5,24 +5,22 @@ import json
 import pytest
 
 from compress.cli import main
-from compress.pipeline import RunConfig, make_plan
+from compress.bits.planner import BitsConfig, make_plan
 from compress.scores import HIGHER, LayerScores
-
-pytest.importorskip("gptqmodel")
 
 
 def test_make_plan_policies():
     scores = LayerScores(4, {"lim": (0.9, 0.1, 0.5, 0.3)}, {"lim": HIGHER})
-    plan = make_plan(4, scores, RunConfig(avg_bits=3.0, scorer="lim"))
+    plan = make_plan(4, scores, BitsConfig(avg_bits=3.0, scorer="lim"))
     assert plan.bits == (4, 2, 4, 2)  # the two least important layers (1, 3) go to 2 bits
     assert plan.layers[1].reason == "lim rank 3/4"
-    assert make_plan(4, None, RunConfig(bits="3")).bits == (3, 3, 3, 3)
-    budget = make_plan(4, scores, RunConfig(avg_bits=3.0, bit_choices=(2, 3, 4, 8), scorer="lim"))
+    assert make_plan(4, None, BitsConfig(bits="3")).bits == (3, 3, 3, 3)
+    budget = make_plan(4, scores, BitsConfig(avg_bits=3.0, bit_choices=(2, 3, 4, 8), scorer="lim"))
     assert sum(budget.bits) / 4 <= 3.0 and budget.bits[0] >= budget.bits[1]
-    assert make_plan(4, None, RunConfig(avg_bits=3.0, scorer="random", seed=1)).bits.count(2) == 2
+    assert make_plan(4, None, BitsConfig(avg_bits=3.0, scorer="random"), seed=1).bits.count(2) == 2
 
 
-def test_run_writes_a_checkpoint_with_its_plan(tiny5, data_dir, tmp_path, capsys):
+def test_run_writes_a_checkpoint_with_its_plan(gptqmodel, tiny5, data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["run", "--model", str(tiny5), "--data-dir", str(data_dir), "--avg-bits", "3.2", "--scorer", "zd",
                  "--calib-samples", "8", "--calib-seq-len", "64", "--max-windows", "2", "--out", str(out)])
@@ -43,7 +41,7 @@ def test_run_writes_a_checkpoint_with_its_plan(tiny5, data_dir, tmp_path, capsys
 @pytest.mark.parametrize("argv, message", [
     (["--avg-bits", "5"], "outside the range"),
     (["--bit-choices", "4,5"], "chosen from 2, 3, 4, 8"),
-    (["--scorer", "magic"], "unknown --scorer"),
+    (["--scorer", "magic"], "scorer (--scorer) must be one of lim, bi"),
 ])
 def test_bad_run_input_is_one_line(tiny5, data_dir, tmp_path, capsys, argv, message):
     out = tmp_path / "never"
@@ -53,7 +51,7 @@ def test_bad_run_input_is_one_line(tiny5, data_dir, tmp_path, capsys, argv, mess
     assert not out.exists()
 
 
-def test_knapsack_on_measured_sensitivity_without_perplexity(tiny5, data_dir, tmp_path, capsys):
+def test_knapsack_on_measured_sensitivity_without_perplexity(gptqmodel, tiny5, data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["run", "--model", str(tiny5), "--data-dir", str(data_dir), "--avg-bits", "3.5", "--bit-choices",
                  "2,3,4,8", "--scorer", "sensitivity", "--calib-samples", "8", "--calib-seq-len", "64",

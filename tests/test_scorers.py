@@ -164,7 +164,7 @@ def test_sensitivity_runs_on_gpt2_conv1d():
 
 
 def test_measured_costs_fall_with_width_and_feed_the_knapsack():
-    from compress.policies import budgeted_bits
+    from compress.bits.allocate import budgeted_bits
     from compress.scorers.sensitivity import measured_costs
 
     model = tiny_model("llama")

@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from compress.cli import main
 from compress.model import decoder_layers
-from compress.skip_policy import choose_layers
+from compress.depth.choose import choose_layers
 from conftest import tiny_model
 from test_removal import IDS, bypassed_logits
 
@@ -63,9 +63,9 @@ def test_skip_then_mixed_bits_on_the_remaining_layers(tiny5, data_dir, tmp_path,
     scores = json.loads((out / "scores.json").read_text())
     assert scores["n_layers"] == 3  # the bit plan's scores are of the layers that remain
     assert not (out / "removed-layers-fp").exists()
-    from compress.quant.gptq import load_quantized
+    from compress.model import load_gptq
 
-    model, _ = load_quantized(out)
+    model, _ = load_gptq(out)
     assert len(decoder_layers(model)) == 3
     stats = json.loads((out / "stats.json").read_text())
     assert stats["method"] == "gptq" and stats["ppl_after"]["ppl"] > 1
@@ -81,11 +81,11 @@ def test_skip_then_mixed_bits_on_the_remaining_layers(tiny5, data_dir, tmp_path,
     (["--skip-layers", "0,1,2,3,4"], "cannot remove all 5 layers"),
     (["--skip-layers", "1,1"], "duplicate"),
     (["--skip-layers", "7"], "out of range"),
-    (["--skip-layers", "1,x"], "comma-separated"),
+    (["--skip-layers", "1,x"], "--skip-layers must be a comma list of ints"),
     (["--skip", "0.2", "--skip-layers", "1"], "not both"),
     (["--skip", "0.2", "--skip-policy", "magic"], "valid: bi, angular, uls, greedy, random"),
     (["--skip", "0.7", "--skip-policy", "uls"], "at most 3 of 5"),
-    (["--skip", "0.2", "--plan", "plan.json"], "--plan already says"),
+    (["--skip", "0.2", "--plan", "plan.json"], "plan (--plan) already says"),
 ])
 def test_bad_skip_input_is_one_line_and_writes_nothing(tiny5, data_dir, tmp_path, capsys, argv, message):
     out = tmp_path / "never"
@@ -106,8 +106,8 @@ def test_policies_on_a_model(data_dir):
     assert angular.dropped == [start, start + 1] and distance[start] == min(distance)
     greedy = choose_layers(model, "greedy", 2, calib, progress=False)
     assert [layer for layer, _ in greedy.trace] and sorted(l for l, _ in greedy.trace) == greedy.dropped
-    from compress.perplexity import calibration_nll
-    from compress.skipping import skipping
+    from compress.evaluation.perplexity import calibration_nll
+    from compress.depth.bypass import skipping
 
     def loss(dropped):
         with skipping(model, dropped, mode="always"):
@@ -123,8 +123,8 @@ def test_policies_on_a_model(data_dir):
 
 
 def test_generate_with_decode_time_skipping(tiny_folder, capsys):
-    from compress.api import generate
-    from compress.skipping import skipping
+    from compress import GenerateConfig, generate
+    from compress.depth.bypass import skipping
 
     assert main(["generate", "--model", str(tiny_folder), "hello", "--max-new-tokens", "5",
                  "--decode-skip", "0.25"]) == 0
@@ -132,11 +132,11 @@ def test_generate_with_decode_time_skipping(tiny_folder, capsys):
     assert "5 new tokens" in err and "layers [1] skipped while decoding" in err  # ULS pattern, L = 4
     model = AutoModelForCausalLM.from_pretrained(tiny_folder).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_folder)
-    result = generate(model, tokenizer, prompt="hello", max_new_tokens=5, skip_layers=[2])
+    result = generate(model, GenerateConfig(max_new_tokens=5, skip_layers=(2,)), prompt="hello", tokenizer=tokenizer)
     ids = tokenizer("hello", return_tensors="pt").input_ids
     with skipping(model, [2], mode="decode"), torch.no_grad():
         want = model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=tokenizer.eos_token_id)
-    assert result["text"] == tokenizer.decode(want[0, ids.shape[1]:], skip_special_tokens=True)
+    assert result.text == tokenizer.decode(want[0, ids.shape[1]:], skip_special_tokens=True)
     for argv, message in [(["--decode-skip", "1"], "in [0, 1)"), (["--skip-layers", "0,1,2,3"], "all 4"),
                           (["--decode-skip", "0.5", "--skip-layers", "1"], "not both"),
                           (["--skip-layers", "0"], "layer 0 must be kept")]:

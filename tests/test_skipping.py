@@ -8,8 +8,8 @@ from transformers import DynamicCache
 
 from compress.errors import CompressError
 from compress.model import decoder_layers
-from compress.removal import remove_layers
-from compress.skipping import skipping
+from compress.depth.remove import remove_layers
+from compress.depth.bypass import skipping
 from conftest import tiny_model
 from test_removal import IDS, bypassed_logits
 

@@ -10,34 +10,39 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
+from compress.config import check_settings, invalid, setting
 from compress.errors import CompressError
+from compress.model import GPTQ_INSTALL
 from compress.plan import Plan
-from compress.policies import effective_bits
-from compress.quant.gptq_config import common_group_size, default_bits, dynamic_overrides
+from compress.quant.gptq_config import default_bits, dynamic_overrides
+from compress.quant.storage import GROUP_SIZES, checkpoint_group_size, effective_bits
 
-INSTALL = "pip install 'gptqmodel==7.6.0'"
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
-class GPTQSettings:
-    group_size: int | None = None  # None: 128 where it divides every input width, else 64 / 32
-    sym: bool = True  # vLLM's Marlin kernels serve 4/8-bit symmetric only
-    desc_act: bool = False  # act-order off: keeps the checkpoint servable by every GPTQ kernel
-    damp_percent: float = 0.05  # Hessian dampening, fraction of the mean diagonal (GPTQModel's default)
-    batch_size: int = 4  # calibration samples per forward
+class GPTQConfig:
+    """GPTQModel's settings for the whole checkpoint (the per-layer widths come from the Plan)."""
+
+    group_size: int | None = setting(None, "weights per scale; none: 128 where it divides every input width, "
+                                     "else 64 / 32", choices=GROUP_SIZES)
+    sym: bool = setting(True, "symmetric grid (vLLM's Marlin kernels serve 4/8-bit symmetric only)")
+    desc_act: bool = setting(False, "act-order; off keeps the checkpoint servable by every GPTQ kernel")
+    damp_percent: float = setting(0.05, "Hessian dampening, fraction of the mean diagonal (GPTQModel's default)")
+    batch_size: int = setting(4, "calibration samples per forward", flag=None, minimum=1)
 
     def __post_init__(self) -> None:
-        if self.group_size is not None and self.group_size not in (32, 64, 128):
-            raise ValueError(f"group_size must be 32, 64 or 128, got {self.group_size}")
+        check_settings(self)
         if not 0 < self.damp_percent < 1:
-            raise ValueError(f"damp_percent must be in (0, 1), got {self.damp_percent}")
+            raise invalid(self, "damp_percent", f"must be in (0, 1), got {self.damp_percent}")
 
 
 def _skeleton(model_path: str):
     """The model's module tree on the meta device (no weights): names and shapes for the config."""
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(model_path)
@@ -45,20 +50,15 @@ def _skeleton(model_path: str):
         return AutoModelForCausalLM.from_config(config)
 
 
-def resolve_group_size(model, settings: GPTQSettings) -> int:
+def resolve_group_size(model, settings: GPTQConfig) -> int:
     """The one group size of the checkpoint: the setting, else the largest of 128/64/32 dividing every
     quantized Linear's input width; refused if it does not divide them all."""
     from compress.model import in_features, named_linears
 
-    widths = {in_features(m) for _, _, m in named_linears(model)}
-    group_size = settings.group_size or common_group_size(widths)
-    bad = sorted(w for w in widths if w % group_size)
-    if bad:
-        raise CompressError(f"group size {group_size} does not divide the input widths {bad}")
-    return group_size
+    return checkpoint_group_size({in_features(m) for _, _, m in named_linears(model)}, settings.group_size)
 
 
-def plan_config(model, plan: Plan, settings: GPTQSettings):
+def plan_config(model, plan: Plan, settings: GPTQConfig):
     """(base bits, group size, dynamic, per-layer parameter counts) for `plan` on `model`."""
     from compress.model import decoder_layers, decoder_layers_path, layer_params
 
@@ -68,12 +68,12 @@ def plan_config(model, plan: Plan, settings: GPTQSettings):
     return base, group_size, dynamic_overrides(plan.bits, decoder_layers_path(model), base), layer_params(model)
 
 
-def quantize_config(model_path: str, plan: Plan, settings: GPTQSettings = GPTQSettings()):
+def quantize_config(model_path: str, plan: Plan, settings: GPTQConfig = GPTQConfig()):
     """(GPTQModel QuantizeConfig, plan_config's tuple) for quantizing the model at `model_path` per `plan`."""
     try:
         from gptqmodel import QuantizeConfig
     except ImportError as e:
-        raise CompressError(f"GPTQ needs gptqmodel: run `{INSTALL}`") from e
+        raise CompressError(f"GPTQ needs gptqmodel: run `{GPTQ_INSTALL}`") from e
     resolved = plan_config(_skeleton(model_path), plan, settings)
     base, group_size, dynamic, _ = resolved
     config = QuantizeConfig(bits=base, group_size=group_size, sym=settings.sym, desc_act=settings.desc_act,
@@ -82,7 +82,7 @@ def quantize_config(model_path: str, plan: Plan, settings: GPTQSettings = GPTQSe
 
 
 def quantize_gptq(model_path: str, plan: Plan, calib: torch.Tensor, out: Path,
-                  settings: GPTQSettings = GPTQSettings()) -> dict:
+                  settings: GPTQConfig = GPTQConfig()) -> dict:
     """Quantize the model at `model_path` (a local folder) per `plan` and save it into `out`.
 
     calib: (samples, seq_len) token ids. Returns stats: wall time, effective bits per weight (codes plus
@@ -97,6 +97,7 @@ def quantize_gptq(model_path: str, plan: Plan, calib: torch.Tensor, out: Path,
     model = GPTQModel.load(model_path, config)
     model.quantize(samples, batch_size=settings.batch_size)
     model.save(str(out))
+    del model  # the quantized model is not kept: the caller reloads what was saved
     seconds = time.perf_counter() - started
     quantized = [(p, b) for p, b in zip(params, plan.bits) if b != 16]
     losses = _module_loss(Path(out) / "quant_log.csv")  # GPTQ's ||(W - Q) X||^2-style error per Linear
@@ -131,16 +132,3 @@ def _number(text: str) -> float | str:
         return float(text)
     except ValueError:
         return text
-
-
-def load_quantized(path: str | Path, device: str = "cpu"):
-    """(model, tokenizer) of a saved GPTQ folder through GPTQModel (it reads `dynamic`), on `device`: GPTQModel
-    picks its kernel for the device it loads onto, so a CUDA bench loads there rather than moving a CPU one."""
-    try:
-        from gptqmodel import GPTQModel
-    except ImportError as e:
-        raise CompressError(f"loading a GPTQ checkpoint needs gptqmodel: run `{INSTALL}`") from e
-    from transformers import AutoTokenizer
-
-    wrapper = GPTQModel.load(str(path), device=device)
-    return wrapper.model.eval(), AutoTokenizer.from_pretrained(str(path))

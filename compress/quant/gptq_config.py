@@ -12,21 +12,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Iterable, Sequence
-
-GROUP_SIZES = (128, 64, 32)
-
-
-def common_group_size(in_features: Iterable[int], preferred: int = 128) -> int:
-    """The largest of `preferred`, 64, 32 that divides every quantized Linear's input width
-    (SmolLM2: widths 576 and 1536 -> 64). One group size for the whole checkpoint keeps vLLM's fused
-    modules consistent."""
-    widths = set(in_features)
-    for size in (preferred, *[g for g in GROUP_SIZES if g < preferred]):
-        if all(w % size == 0 for w in widths):
-            return size
-    raise ValueError(f"no group size in {GROUP_SIZES} divides every input width {sorted(widths)}")
-
+from typing import Sequence
 
 def default_bits(bits: Sequence[int]) -> int:
     """The checkpoint's base width: the most common quantized width in the plan (ties: the larger), so

@@ -10,15 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from compress.quant.gptq_config import common_group_size
-
-def group_size_for(in_features: int, preferred: int = 128) -> int:
-    """`preferred` if it divides the input width, else the largest of 64/32 that does, else the whole row
-    (SmolLM2's width 576 takes 64; its down_proj input 1536 takes 128)."""
-    try:
-        return common_group_size([in_features], preferred)
-    except ValueError:
-        return in_features
+from compress.quant.storage import group_size_for
 
 
 def quantize(w: torch.Tensor, bits: int, group_size: int, sym: bool = True):

@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 
 from compress.errors import CompressError
 from compress.model import decoder_layers, in_features, linears
-from compress.quant.rtn import fake_quantize, group_size_for
+from compress.quant.rtn import fake_quantize
+from compress.quant.storage import group_size_for
 from compress.scores import HIGHER, LayerScores
 
 

@@ -1,5 +1,5 @@
-"""Per-matrix α from `compress` against WeightWatcher's analyze (a dev dependency): the parity check
-that tests and eval/bench_alpha.py share."""
+"""Per-matrix α from `compress` against WeightWatcher's analyze (a dev dependency, not part of the installed
+package): the parity check that tests/test_real_model.py and eval/bench_alpha.py share."""
 
 from __future__ import annotations
 

@@ -70,7 +70,7 @@ LR_POLICIES = {
 def lr_policy(name: str, r_min: float | None = None, r_max: float | None = None) -> LRPolicy:
     """The named policy, with its ratios replaced where given (--lr-ratio)."""
     if name not in LR_POLICIES:
-        raise CompressError(f"unknown --lr-policy {name!r}; valid: {', '.join(LR_POLICIES)}")
+        raise CompressError(f"unknown lr_policy (--lr-policy) {name!r}; valid: {', '.join(LR_POLICIES)}")
     base = LR_POLICIES[name]
     return LRPolicy(base.map, base.r_min if r_min is None else r_min, base.r_max if r_max is None else r_max)
 

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from typing import Iterator, Sequence
 
 from compress.errors import CompressError
-from compress.layer_selection import check_drop
+from compress.depth.select import check_drop
 from compress.model import decoder_layers
 
 MODES = ("always", "decode")

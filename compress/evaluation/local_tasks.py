@@ -1,6 +1,6 @@
 """lm-eval tasks on the local data dir: which tasks exist, which files each reads, and a TaskManager for them.
 
-The task YAMLs live in eval/tasks/ (one per task, lm-eval's standard config with `dataset_path: json` and the
+The task YAMLs ship as package data in compress/evaluation/tasks/ (one per task, lm-eval's standard config with `dataset_path: json` and the
 local file, as each shared/data/<dataset>/README.md gives it). Their data paths are written
 `${COMPRESS_DATA_DIR}/...`; lm-eval does not expand variables, so `local_task_manager` copies the folder into a
 temporary one with the data dir filled in and indexes only those tasks (`include_defaults=False`: a local
@@ -48,10 +48,12 @@ TASKS_DIR_ENV = "COMPRESS_TASKS_DIR"
 
 
 def tasks_dir() -> Path:
-    """eval/tasks of this checkout, or $COMPRESS_TASKS_DIR (for an installed package without the repo)."""
-    path = Path(os.environ.get(TASKS_DIR_ENV) or Path(__file__).resolve().parents[1] / "eval" / "tasks")
+    """The task YAMLs shipped with the package (compress/evaluation/tasks), or $COMPRESS_TASKS_DIR to try edited
+    copies."""
+    path = Path(os.environ.get(TASKS_DIR_ENV) or Path(__file__).resolve().parent / "tasks")
     if not (path / "arc_easy.yaml").is_file():
-        raise CompressError(f"no lm-eval task YAMLs at {path}: set {TASKS_DIR_ENV} to the project's eval/tasks")
+        raise CompressError(f"no lm-eval task YAMLs at {path}: reinstall compress, or point {TASKS_DIR_ENV} at "
+                            f"a folder of them")
     return path
 
 

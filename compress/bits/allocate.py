@@ -12,9 +12,7 @@ from typing import Mapping, Sequence
 
 from compress.errors import CompressError
 from compress.plan import BITS
-
-SCALE_BITS = 16  # one fp16 scale per group of `group_size` weights (GPTQ / RTN storage)
-
+from compress.quant.storage import effective_bits
 
 def check_widths(widths: Sequence[int]) -> tuple[int, ...]:
     """Sorted distinct quantized widths, or a one-line error naming the valid ones."""
@@ -25,25 +23,13 @@ def check_widths(widths: Sequence[int]) -> tuple[int, ...]:
     return tuple(sorted(set(widths)))
 
 
-def effective_bits(bits: int, group_size: int | None) -> float:
-    """Stored bits per weight: the code plus, per group, an fp16 scale and a `bits`-wide zero point."""
-    if bits == 16 or not group_size:
-        return float(bits)
-    return bits + (SCALE_BITS + bits) / group_size
-
-
-def uniform_bits(n_layers: int, bits: int) -> list[int]:
-    check_widths([bits])
-    return [bits] * n_layers
-
-
 def layerwise_bits(order: Sequence[int], avg_bits: float, widths: Sequence[int] = (4, 2)) -> list[int]:
     """LayerwiseQuant: the k least important layers get the low width, the rest the high one, with
     k = round(L·(b_hi − b̄)/(b_hi − b_lo)) so that a fractional average is met (3.25 with 4/2 on 32 layers
     moves 12 layers to 2 bits)."""
     low, high = _two_widths(widths)
     if not low <= avg_bits <= high:
-        raise CompressError(f"--avg-bits {avg_bits} is outside the range of the widths {low}..{high}")
+        raise CompressError(f"avg_bits (--avg-bits) {avg_bits} is outside the range of the widths {low}..{high}")
     n = len(order)
     if sorted(order) != list(range(n)):
         raise ValueError("order must be a permutation of the layer indices")
@@ -96,7 +82,7 @@ def budgeted_bits(
     capacity = avg_bits * sum(params) * (1 + 1e-12)
     cheapest = sum(p * min(effective_bits(b, g) for b in w) for p, g, w in zip(params, group_sizes, widths))
     if cheapest > capacity:
-        raise CompressError(f"--avg-bits {avg_bits} is below the smallest possible average "
+        raise CompressError(f"avg_bits (--avg-bits) {avg_bits} is below the smallest possible average "
                             f"{cheapest / sum(params):.3f} for these widths")
     front: list[tuple[float, float, tuple[int, ...]]] = [(0.0, 0.0, ())]  # (stored bits, cost, widths so far)
     for i in range(n):

@@ -4,7 +4,7 @@ Follows `vllm bench latency`: the batch's B prompts (the same WikiText-2 token w
 into one `LLM.generate()` call with greedy SamplingParams(ignore_eos=True, max_tokens=output_len), and the
 call is timed as a whole. vLLM's offline engine gives no per-token times (RequestOutput.metrics is None in the
 V1 engine), so TTFT is the same call with max_tokens=1 (the prefill, median of the repeats) and
-tpot = (e2el - ttft) / (output_len - 1) (compress.bench_stats.batch_call_metrics); names as `vllm bench`.
+tpot = (e2el - ttft) / (output_len - 1) (compress.benchmark.stats.batch_call_metrics); names as `vllm bench`.
 Prefix caching is off, or every repeat after the first would skip its prefill. The engine runs in this
 process (VLLM_ENABLE_V1_MULTIPROCESSING=0), so peak RAM and torch's peak VRAM are this process's; the VRAM
 includes the KV-cache pool vLLM reserves (`gpu_memory_utilization`).
@@ -46,11 +46,11 @@ def worker(spec: str, config, data_root: Path | None, trust_remote_code: bool) -
     import vllm
     from vllm import LLM, SamplingParams
 
-    from compress.bench import _peak_rss_mib, batch_record, prompt_ids, timed_repeats
-    from compress.bench_stats import batch_call_metrics, percentile
+    from compress.benchmark.measure import batch_record, peak_rss_mib, prompt_ids, timed_repeats
+    from compress.benchmark.stats import batch_call_metrics, percentile
 
     check_vllm(spec)
-    before = _peak_rss_mib()
+    before = peak_rss_mib()
     started = time.perf_counter()
     llm = LLM(model=spec, tokenizer=spec, trust_remote_code=trust_remote_code, seed=0,
               enable_prefix_caching=False, gpu_memory_utilization=GPU_MEMORY_UTILIZATION,
@@ -81,7 +81,7 @@ def worker(spec: str, config, data_root: Path | None, trust_remote_code: bool) -
             results[f"batch_{batch}"] = batch_record(batch, config.input_len, prefill, runs)
     model_config = getattr(llm.llm_engine, "model_config", None)
     return {"model": spec, "device": f"cuda ({torch.cuda.get_device_name()})", "load_s": load_s,
-            "threads": torch.get_num_threads(), "results": results, "peak_ram_mib": _peak_rss_mib(),
+            "threads": torch.get_num_threads(), "results": results, "peak_ram_mib": peak_rss_mib(),
             "ram_before_load_mib": before, "peak_vram_mib": torch.cuda.max_memory_allocated() / 2**20,
             "vllm": {"version": vllm.__version__, "dtype": str(getattr(model_config, "dtype", "?")),
                      "quantization": getattr(model_config, "quantization", None),

@@ -1,10 +1,11 @@
 """Choosing the decoder layers to remove or skip, on a loaded model: the registry of --skip-policy names and
-the plumbing (scoring, calibration losses) around the pure rules of compress.layer_selection."""
+the plumbing (scoring, calibration losses) around the pure rules of compress.depth.select."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from compress.config import check_settings, invalid, setting
 from compress.errors import CompressError
 
 # --skip-policy -> what it does (the literal registry; its lookup error lists these names)
@@ -19,8 +20,32 @@ SKIP_POLICIES = {
 
 def check_policy(name: str) -> str:
     if name not in SKIP_POLICIES:
-        raise CompressError(f"unknown --skip-policy {name!r}; valid: {', '.join(SKIP_POLICIES)}")
+        raise CompressError(f"unknown skip_policy (--skip-policy) {name!r}; valid: {', '.join(SKIP_POLICIES)}")
     return name
+
+
+@dataclass(frozen=True)
+class DepthConfig:
+    """Which decoder layers `compress run` removes before it plans bits."""
+
+    skip: float = setting(0.0, "remove this fraction of the decoder layers first (round(skip * L) layers), then "
+                          "plan bits on the rest")
+    skip_policy: str = setting("bi", "which layers --skip removes: bi (ShortGPT), angular (Gromov et al. "
+                               "contiguous block), uls (evenly spaced), greedy (measured), random")
+    skip_layers: tuple[int, ...] = setting((), "remove exactly these layers instead: comma list, e.g. 3,5,7")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "skip_layers", tuple(self.skip_layers))
+        check_settings(self)
+        if not 0 <= self.skip < 1:
+            raise invalid(self, "skip", f"is the fraction of layers to remove, in [0, 1); got {self.skip:g}")
+        if self.skip and self.skip_layers:
+            raise CompressError("give skip (--skip) or skip_layers (--skip-layers), not both")
+        check_policy(self.skip_policy)
+
+    @property
+    def removes(self) -> bool:
+        return bool(self.skip or self.skip_layers)
 
 
 @dataclass(frozen=True)
@@ -34,7 +59,7 @@ class SkipChoice:
 def choose_layers(model, policy: str, n: int, calib=None, seed: int = 0, progress: bool = True) -> SkipChoice:
     """The n layers of `model` that `policy` removes. calib: (samples, seq_len) token ids, needed by bi,
     angular and greedy."""
-    from compress.layer_selection import contiguous_block, least_important, random_drop, uls_drop
+    from compress.depth.select import contiguous_block, least_important, random_drop, uls_drop
     from compress.model import decoder_layers
 
     check_policy(policy)
@@ -44,7 +69,7 @@ def choose_layers(model, policy: str, n: int, calib=None, seed: int = 0, progres
     if n == 0:
         return SkipChoice([], {})
     if policy in ("bi", "angular", "greedy") and calib is None:
-        raise CompressError(f"--skip-policy {policy} needs calibration tokens")
+        raise CompressError(f"skip_policy {policy} needs calibration tokens")
     if policy == "uls":
         return _same_reason(uls_drop(n_layers, n), f"uls: {n} of {n_layers} spread evenly")
     if policy == "random":
@@ -72,9 +97,9 @@ def _same_reason(dropped: list[int], reason: str, scores=None) -> SkipChoice:
 def _greedy(model, n_layers: int, n: int, calib, progress: bool) -> SkipChoice:
     from tqdm.auto import tqdm
 
-    from compress.layer_selection import greedy_order
-    from compress.perplexity import calibration_nll
-    from compress.skipping import skipping
+    from compress.depth.select import greedy_order
+    from compress.evaluation.perplexity import calibration_nll
+    from compress.depth.bypass import skipping
 
     bar = tqdm(total=sum(n_layers - k for k in range(n)), desc="greedy layer removal", unit="forward",
                disable=not progress, leave=False)

@@ -2,7 +2,7 @@
 
 The model is loaded by compress (api.load_any: float folders, GGUF, the GPTQ folders of `compress run` through
 GPTQModel, layer-removed checkpoints) and handed to lm-eval's `HFLM(pretrained=<model>)`, so whatever compress
-writes is evaluated exactly as it will be served. Tasks read the local data dir (compress.lm_tasks); without
+writes is evaluated exactly as it will be served. Tasks read the local data dir (compress.evaluation.local_tasks); without
 one, lm-eval's hub tasks of the same names run. Zero-shot, as these tasks are normally reported.
 
 Recovery of a task = its primary metric relative to the baseline's, in %: compressed / baseline for
@@ -17,32 +17,34 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from compress.config import check_settings, setting
 from compress.errors import CompressError
-from compress.lm_tasks import DEFAULT_TASKS, HUB_TASKS, PRIMARY_METRIC
+from compress.evaluation.local_tasks import DEFAULT_TASKS, HUB_TASKS, PRIMARY_METRIC
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    tasks: tuple[str, ...] = ()  # () = every default task (local or hub set)
-    limit: int | None = None  # documents per task (lm-eval's --limit); None = all
-    batch_size: int = 16
-    max_length: int | None = None  # tokens per window (lm-eval's max_length); None = the model's context
-    bootstrap_iters: int = 1000  # stderr of perplexity-type metrics (lm-eval's default 100000 takes minutes)
+    """`compress eval`: which lm-eval tasks, on how many documents, with what window."""
+
+    tasks: tuple[str, ...] = setting((), "comma list (default: wikitext, arc_easy, arc_challenge, piqa, winogrande, "
+                                     "boolq, lambada_openai, hellaswag_approx; hellaswag on the hub)")
+    limit: int | None = setting(None, "documents per task (none: all)", minimum=1)
+    batch_size: int = setting(16, "lm-eval batch size", minimum=1)
+    max_length: int | None = setting(None, "tokens per window (none: the model's context; e.g. 2048 makes "
+                                     "wikitext's rolling windows 4x cheaper on CPU for SmolLM2)", minimum=16)
+    bootstrap_iters: int = setting(1000, "stderr resamples of perplexity-type metrics (lm-eval's default 100000 "
+                                   "takes minutes)", flag=None, minimum=0)
+    rerun: bool = setting(False, "evaluate every task again, even those the model folder's eval.json already "
+                          "holds under the same limit, max length and data dir (reused by default)")
 
     def __post_init__(self) -> None:
-        if self.limit is not None and self.limit <= 0:
-            raise CompressError(f"--limit must be >= 1 documents per task, got {self.limit}")
-        if self.batch_size < 1:
-            raise CompressError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.max_length is not None and self.max_length < 16:
-            raise CompressError(f"--max-length must be >= 16 tokens, got {self.max_length}")
-        if self.bootstrap_iters < 0:
-            raise CompressError(f"bootstrap_iters must be >= 0, got {self.bootstrap_iters}")
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+        check_settings(self)
 
 
 def resolve_tasks(config: EvalConfig, data_root: Path | None) -> list[str]:
     """The task list to run: validated names, each local task's data files checked (before any model loads)."""
-    from compress.lm_tasks import check_task_files, check_tasks
+    from compress.evaluation.local_tasks import check_task_files, check_tasks
 
     local = data_root is not None
     names = check_tasks(list(config.tasks) or list(DEFAULT_TASKS if local else HUB_TASKS), local)
@@ -61,7 +63,7 @@ def evaluate_model(model, tokenizer, names: list[str], config: EvalConfig, data_
               device=str(next(model.parameters()).device))
     with tempfile.TemporaryDirectory(prefix="compress-tasks-") as tmp:
         if data_root is not None:
-            from compress.lm_tasks import local_task_manager
+            from compress.evaluation.local_tasks import local_task_manager
 
             manager = local_task_manager(names, data_root, Path(tmp))
         else:
@@ -147,17 +149,40 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True)
+class EvalResult:
+    """What `compress eval` measured; `to_dict()` is eval.json."""
+
+    model: str
+    data_dir: str | None
+    settings: dict  # the EvalConfig with the resolved task list
+    tasks: dict  # {task: {"metrics": {metric: {"value", "stderr"}}, "primary", "higher_is_better", ...}}
+    reused: list[str]  # tasks taken from the folder's earlier eval.json
+    versions: dict
+    baseline_model: str | None = None
+    baseline: dict | None = None
+    baseline_reused: list[str] | None = None
+    recovery: dict | None = None  # {task: recovery %}, with a baseline
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None or k == "data_dir"}
+
+    @property
+    def mean_recovery(self) -> float | None:
+        return mean_recovery(self.to_dict())[0]
+
+
 def run_eval(model_spec: str | None, config: EvalConfig = EvalConfig(), baseline: str | None = None,
-             data_dir=None, out: Path | None = None, trust_remote_code: bool = False, rerun: bool = False) -> dict:
+             data_dir=None, out: Path | None = None, trust_remote_code: bool = False) -> EvalResult:
     """`compress eval`: evaluate a model against a baseline, write eval.json and eval.md into `out` (default:
-    the model folder). Returns the result dict.
+    the model folder).
 
     A model folder's eval.json is its cache: tasks it already holds under the same limit, max_length and data
-    dir are taken from it instead of evaluated again (`rerun` evaluates the model's anyway), so adding a task
-    to a finished evaluation runs only that task."""
-    from compress.api import versions
+    dir are taken from it instead of evaluated again (`config.rerun` evaluates the model's anyway), so adding
+    a task to a finished evaluation runs only that task."""
     from compress.data import data_dir as resolve_data_dir
     from compress.outputs import check_writable, default_out, write_folder
+    from compress.provenance import versions
 
     root = resolve_data_dir(data_dir)
     names = resolve_tasks(config, root)
@@ -166,7 +191,7 @@ def run_eval(model_spec: str | None, config: EvalConfig = EvalConfig(), baseline
     import lm_eval
 
     settings = {**asdict(config), "tasks": names}
-    saved = {} if rerun else saved_results(model_spec, names, settings, root)
+    saved = {} if config.rerun else saved_results(model_spec, names, settings, root)
     result = {"model": _label(model_spec), "data_dir": str(root) if root else None, "settings": settings,
               "tasks": _evaluate_missing(model_spec, names, saved, config, root, trust_remote_code),
               "reused": sorted(saved)}
@@ -178,7 +203,7 @@ def run_eval(model_spec: str | None, config: EvalConfig = EvalConfig(), baseline
         result["recovery"] = recoveries(result)
     result["versions"] = {**versions(), "lm_eval": lm_eval.__version__}
     write_folder(out, {"eval.json": json.dumps(result, indent=1) + "\n", "eval.md": markdown(result)})
-    return result
+    return EvalResult(**result)
 
 
 def saved_results(spec: str | None, names: list[str], settings: dict, root: Path | None) -> dict:
@@ -207,7 +232,7 @@ def _label(spec: str | None) -> str:
 
 
 def _evaluate_spec(spec: str | None, names: list[str], config: EvalConfig, root, trust_remote_code: bool) -> dict:
-    from compress.api import load_any
+    from compress.model import load_any
 
     try:
         model, tokenizer = load_any(spec, trust_remote_code=trust_remote_code)

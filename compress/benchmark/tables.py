@@ -1,51 +1,14 @@
-"""`compress bench` outputs: run the model (and a baseline) each in its own process, then bench.json,
-bench.md (one row per model and batch size, speed-ups against the baseline) and bench.png."""
+"""bench.md and bench.png of `compress bench`: one row per model and batch size, speed-ups against the
+baseline; latency and throughput bars."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
 from pathlib import Path
-
-from compress.bench import BenchConfig, bench_in_subprocess, checkpoint_size
 
 # (key in a batch record, column title, digits) of the Markdown table.
 COLUMNS = (("prefill_ms", "prefill ms", 1), ("median_ttft_ms", "TTFT p50 ms", 1), ("median_tpot_ms", "TPOT p50 ms", 2),
            ("median_e2el_ms", "e2e p50 ms", 0), ("p90_e2el_ms", "p90", 0), ("p99_e2el_ms", "p99", 0),
            ("median_output_throughput", "output tok/s", 1), ("median_decode_throughput", "decode tok/s", 1))
-
-
-def run_bench(model_spec: str | None, config: BenchConfig = BenchConfig(), baseline: str | None = None,
-              data_dir=None, out: Path | None = None, trust_remote_code: bool = False, label: str | None = None,
-              baseline_label: str | None = None) -> dict:
-    """`compress bench`: {"models": [model record, baseline record?], "settings", "versions"}, also written as
-    bench.json / bench.md / bench.png into `out` (default: the model folder, or runs/bench-<model>)."""
-    from compress.api import versions
-    from compress.data import data_dir as resolve_data_dir
-    from compress.model import check_model_spec, model_slug, resolve_device
-    from compress.outputs import check_writable, default_out, write_folder
-
-    root = resolve_data_dir(data_dir)
-    resolve_device(config.device)  # a GPU asked for where there is none: refused before anything runs
-    specs = [(model_spec, label)] + ([(baseline, baseline_label)] if baseline is not None else [])
-    for spec, _ in specs:
-        check_model_spec(spec)
-        if config.backend == "vllm":
-            from compress.bench_vllm import check_vllm
-
-            check_vllm(spec)
-    out = Path(out) if out else default_out(model_spec, "bench")
-    check_writable(out)
-    models = []
-    for spec, name in specs:
-        record = bench_in_subprocess(spec, config, root, trust_remote_code)
-        record.update(label=name or model_slug(spec), size=checkpoint_size(spec))
-        models.append(record)
-    result = {"models": models, "settings": asdict(config), "backend": config.backend, "versions": versions(),
-              "data": "WikiText-2 test windows" if root else "fixed fallback text"}
-    write_folder(out, {"bench.json": json.dumps(result, indent=1) + "\n", "bench.md": markdown(result),
-                       "bench.png": lambda path: plot(result, path)})
-    return result
 
 
 def markdown(result: dict) -> str:

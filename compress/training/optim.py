@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 
 from compress.errors import CompressError
+from compress.training import OPTIMIZERS
 
-OPTIMIZERS = ("adamw", "muon")
 BETAS = (0.9, 0.95)  # LLR / OLMo's AdamW setting
 
 
@@ -50,9 +50,9 @@ class MuonWithAdamW(torch.optim.Optimizer):
 
 
 def build_optimizer(name: str, groups: list[dict], lr: float, weight_decay: float = 0.1) -> torch.optim.Optimizer:
-    """`--optimizer` adamw | muon over `groups` (compress.llr.param_groups), every group starting at `lr`."""
+    """`--optimizer` adamw | muon over `groups` (compress.training.schedule.param_groups), every group starting at `lr`."""
     if name not in OPTIMIZERS:
-        raise CompressError(f"unknown --optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
+        raise CompressError(f"unknown optimizer (--optimizer) {name!r}; valid: {', '.join(OPTIMIZERS)}")
     if name == "muon":
         return MuonWithAdamW(groups, lr, weight_decay)
     return torch.optim.AdamW(groups, lr=lr, betas=BETAS, weight_decay=weight_decay)

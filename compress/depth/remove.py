@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from compress.layer_selection import check_drop
+from compress.depth.select import check_drop
 from compress.model import LAYER_COUNT_FIELDS, decoder_layers, decoder_layers_path
 
 

@@ -1,8 +1,8 @@
 """`compress finetune`: causal-LM fine-tuning with layerwise learning rates (LLR) or a uniform LR.
 
 A plain PyTorch loop: batches of `seq_len` tokens cut from the training text (WikiText-2 *valid* by default;
-the raw *test* split is held out for the eval loss), AdamW or Muon+AdamW (compress.optim), and the LayerwiseLR
-scheduler (compress.llr) deciding every group's LR at every step. The output folder is an ordinary checkpoint
+the raw *test* split is held out for the eval loss), AdamW or Muon+AdamW (compress.training.optim), and the LayerwiseLR
+scheduler (compress.training.schedule) deciding every group's LR at every step. The output folder is an ordinary checkpoint
 plus lr_log.json (every group's LR at every step, α at each recomputation), lr_heatmap.png, train_log.json
 (train loss per step, eval loss every `eval_every` steps) and settings.json; it is written under a temporary
 name and renamed at the end, so a failed run leaves nothing.
@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from compress.config import check_settings, invalid, setting
 from compress.errors import CompressError
 
 TRAIN_DATA = {"wikitext2": "wikitext2-valid", "boolq-passages": "boolq-passages"}  # --data -> text source
@@ -28,49 +29,55 @@ TRAIN_DATA = {"wikitext2": "wikitext2-valid", "boolq-passages": "boolq-passages"
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    data: str = "wikitext2"  # wikitext2 (its valid split), boolq-passages, or a .txt/.jsonl file
-    steps: int = 200
-    lr: float = 5e-4  # η; LLR groups get η·[r_min, r_max]
-    lr_policy: str = "llr"  # compress.lr_policy.LR_POLICIES
-    r_min: float | None = None  # None: the policy's own (LLR: 1, 5)
-    r_max: float | None = None
-    optimizer: str = "adamw"  # adamw | muon
-    batch_size: int = 4
-    seq_len: int = 256
-    warmup: float = 0.1  # fraction of steps
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    every: int = 100  # α recomputed every K steps ...
-    until: float = 0.2  # ... during this first fraction of training
-    ramp: int = 50  # steps over which a group's LR moves to its new value
-    eval_every: int = 25
-    eval_windows: int = 16  # held-out WikiText-2 raw test windows of seq_len tokens for the eval loss
-    seed: int = 0
-    lora_rank: int = 0  # > 0: train LoRA adapters of this rank (peft) instead of the weights
-    qlora: bool = False  # LoRA on a base loaded in bitsandbytes 4-bit NF4 (rank 16 unless lora_rank says)
+    """`compress finetune`: training text, steps, the base LR and how it is spread over the weight matrices."""
+
+    data: str = setting("wikitext2", "training text: wikitext2 (its valid split; the raw test split is held out "
+                        "for the eval loss), boolq-passages, or a .txt/.jsonl file")
+    steps: int = setting(200, "optimizer steps", minimum=1)
+    lr: float = setting(5e-4, "base LR η (LLR groups get η·[r_min, r_max])")
+    lr_policy: str = setting("llr", "llr (α mapped onto [1, 5]·η), tempbalance ([0.5, 1.5]), sqrt, step (by "
+                             "rank), uniform")
+    lr_ratio: tuple[float, ...] | None = setting(None, "r_min,r_max overriding the policy's, e.g. 1,3")
+    optimizer: str = setting("adamw", "adamw, or muon (Muon for hidden matrices + AdamW)")
+    batch_size: int = setting(4, "sequences per step", minimum=1)
+    seq_len: int = setting(256, "tokens per sequence", minimum=2)
+    warmup: float = setting(0.1, "warm-up, fraction of the steps in [0, 1)")
+    weight_decay: float = setting(0.1, "AdamW weight decay (norms and biases get none)", minimum=0)
+    grad_clip: float = setting(1.0, "gradient-norm clip", flag=None)
+    every: int = setting(100, "α recomputed every K steps ...", flag=None, minimum=1)
+    until: float = setting(0.2, "... during this first fraction of training", flag=None)
+    ramp: int = setting(50, "steps over which a group's LR moves to its new value", flag=None)
+    eval_every: int = setting(25, "steps between eval losses", minimum=1)
+    eval_windows: int = setting(16, "held-out WikiText-2 raw test windows of seq_len tokens for the eval loss",
+                                flag=None, minimum=1)
+    seed: int = setting(0, "seed of the batches and of the initialisation of adapters")
+    lora_rank: int = setting(0, "train LoRA adapters of this rank (peft) on every Linear instead of the weights, "
+                             "then merge them (healing a reduced model)", flag="--lora", metavar="RANK", minimum=0)
+    qlora: bool = setting(False, "LoRA on a bitsandbytes 4-bit NF4 base (rank 16 unless --lora says); saves the "
+                          "adapter")
+    device: str = setting("auto", "auto (CUDA when present), cpu, cuda or cuda:N; training runs in float32")
 
     def __post_init__(self) -> None:
-        if self.lora_rank < 0:
-            raise CompressError(f"--lora must be a rank >= 1, got {self.lora_rank}")
+        from compress.training import OPTIMIZERS
+        from compress.training.lr_map import lr_policy
+
+        check_settings(self)
         if self.qlora and self.lora_rank == 0:
             object.__setattr__(self, "lora_rank", 16)
-        from compress.lr_policy import lr_policy
-        from compress.optim import OPTIMIZERS
-
-        if self.steps <= 0:
-            raise CompressError(f"--steps must be > 0, got {self.steps}")
         if not self.lr > 0:
-            raise CompressError(f"--lr must be > 0, got {self.lr:g}")
-        lr_policy(self.lr_policy, self.r_min, self.r_max)  # unknown policy, r_min > r_max
+            raise invalid(self, "lr", f"must be > 0, got {self.lr:g}")
+        if self.lr_ratio is not None and len(self.lr_ratio) != 2:
+            raise invalid(self, "lr_ratio", f"must be r_min,r_max, got {self.lr_ratio}")
+        lr_policy(self.lr_policy, *self.ratio)  # unknown policy, r_min > r_max
         if self.optimizer not in OPTIMIZERS:
-            raise CompressError(f"unknown --optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
-        for name in ("batch_size", "eval_every", "eval_windows", "every"):
-            if getattr(self, name) < 1:
-                raise CompressError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.seq_len < 2:
-            raise CompressError(f"--seq-len must be >= 2, got {self.seq_len}")
+            raise invalid(self, "optimizer", f"{self.optimizer!r} is unknown; valid: {', '.join(OPTIMIZERS)}")
         if not 0 <= self.warmup < 1:
-            raise CompressError(f"--warmup is a fraction of the steps in [0, 1), got {self.warmup:g}")
+            raise invalid(self, "warmup", f"is a fraction of the steps in [0, 1), got {self.warmup:g}")
+
+    @property
+    def ratio(self) -> tuple[float | None, float | None]:
+        """(r_min, r_max), or (None, None) for the policy's own."""
+        return tuple(self.lr_ratio) if self.lr_ratio else (None, None)
 
 
 def token_blocks(token_ids, seq_len: int, batch_size: int, what: str):
@@ -101,10 +108,10 @@ def finetune(model, tokenizer, config: FinetuneConfig, data_root=None, progress:
     from tqdm.auto import tqdm
 
     from compress.data import calibration_texts, wikitext2_test_text
-    from compress.llr import LayerwiseLR, alpha_sources, param_groups
-    from compress.lr_policy import lr_policy
-    from compress.optim import build_optimizer
-    from compress.perplexity import calibration_nll
+    from compress.training.schedule import LayerwiseLR, alpha_sources, param_groups
+    from compress.training.lr_map import lr_policy
+    from compress.training.optim import build_optimizer
+    from compress.evaluation.perplexity import calibration_nll
 
     source = TRAIN_DATA.get(config.data, config.data)
     train_ids = tokenizer("\n\n".join(calibration_texts(source, data_root)), return_tensors="pt").input_ids[0]
@@ -115,7 +122,7 @@ def finetune(model, tokenizer, config: FinetuneConfig, data_root=None, progress:
     torch.manual_seed(config.seed)
     optimizer = build_optimizer(config.optimizer, param_groups(model, config.weight_decay), config.lr,
                                 config.weight_decay)
-    scheduler = LayerwiseLR(optimizer, lr_policy(config.lr_policy, config.r_min, config.r_max), config.steps,
+    scheduler = LayerwiseLR(optimizer, lr_policy(config.lr_policy, *config.ratio), config.steps,
                             round(config.warmup * config.steps), config.every, config.until, config.ramp,
                             sources=alpha_sources(model))
     device = next(model.parameters()).device
@@ -152,17 +159,28 @@ def finetune(model, tokenizer, config: FinetuneConfig, data_root=None, progress:
             "lr_log": scheduler.log()}
 
 
-def run_finetune(model_spec: str | None, out: Path, config: FinetuneConfig = FinetuneConfig(), data_dir=None,
-                 progress: bool = True, device: str = "auto") -> dict:
-    """`compress finetune`: load, train, save an ordinary checkpoint with its logs into `out` (all or nothing).
-    device: auto (CUDA when present), cpu, cuda[:N]; training runs in float32 either way."""
-    from compress.api import versions
-    from compress.data import data_dir as resolve_data_dir
-    from compress.outputs import check_writable, staged_folder
-    from compress.model import resolve_device
-    from compress.plot import plot_lr_heatmap
+@dataclass(frozen=True)
+class FinetuneResult:
+    """What `compress finetune` trained: losses, the LR log, where it was saved."""
 
-    device = resolve_device(device)
+    out: Path
+    train_loss: list[float]  # per step
+    eval: list[tuple[int, float]]  # (step, held-out loss) every eval_every steps, step 0 first
+    seconds: float
+    lr_log: dict = field(repr=False)  # every group's LR at every step, α at each recomputation
+    device: str = "cpu"
+
+
+def run_finetune(model_spec: str | None, config: FinetuneConfig = FinetuneConfig(), out: str | Path = "runs/finetune",
+                 data_dir=None, progress: bool = True) -> FinetuneResult:
+    """`compress finetune`: load, train, save an ordinary checkpoint with its logs into `out` (all or nothing)."""
+    from compress.data import data_dir as resolve_data_dir
+    from compress.training.heatmap import plot_lr_heatmap
+    from compress.model import resolve_device
+    from compress.outputs import check_writable, staged_folder
+    from compress.provenance import versions
+
+    device = resolve_device(config.device)
     out = Path(out)
     if out.exists():
         raise CompressError(f"{out} already exists: choose a new --out")
@@ -182,7 +200,7 @@ def run_finetune(model_spec: str | None, out: Path, config: FinetuneConfig = Fin
         (tmp / "settings.json").write_text(json.dumps(
             {"command": "finetune", "model": model_spec or "SmolLM2-135M-Instruct (bundled default)",
              "config": asdict(config), "device": device, "versions": versions()}, indent=1))
-    return result
+    return FinetuneResult(out, result["train_loss"], result["eval"], result["seconds"], result["lr_log"], device)
 
 
 def _load_for_training(model_spec: str | None, config: FinetuneConfig, device: str = "cpu"):

@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
-from compress.lr_policy import LRPolicy, lr_multipliers, ramped, recompute_steps, schedule_factor
+from compress.training.lr_map import LRPolicy, lr_multipliers, ramped, recompute_steps, schedule_factor
 from compress.model import is_linear
 
 MIN_EIGENVALUES = 50  # LLR / TempBalance eigs_thresh: smaller matrices have no usable spectrum

@@ -79,7 +79,7 @@ def plot_layers(rows: list[dict], columns: dict[str, list], path: Path, title: s
 
 def summary_row(folder: Path) -> dict:
     """Quality, size and speed of one folder, from its eval.json / bench.json (None where missing)."""
-    from compress.lmeval import mean_recovery
+    from compress.evaluation.lmeval import mean_recovery
 
     evaluation, bench = _read(folder, "eval.json"), _read(folder, "bench.json")
     row = {"run": folder.name, "mean_recovery": None, "bits_per_weight": None, "weight_mib": None,
@@ -123,8 +123,8 @@ def plot_tradeoff(rows: list[dict], path: Path) -> bool:
 
 def folder_section(folder: Path, out: Path) -> tuple[str, dict[str, object]]:
     """(Markdown of one folder, {file name: content} of its figures to write into `out`)."""
-    from compress.bench_report import markdown as bench_markdown
-    from compress.lmeval import markdown as eval_markdown
+    from compress.benchmark.command import markdown as bench_markdown
+    from compress.evaluation.lmeval import markdown as eval_markdown
 
     settings, stats = _read(folder, "settings.json"), _read(folder, "stats.json")
     lines = [f"## {folder.name}", "", f"Folder: `{folder}`"]

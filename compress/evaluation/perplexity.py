@@ -9,14 +9,28 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from tqdm.auto import tqdm
-
+from compress.config import check_settings, setting
 from compress.errors import CompressError
 from compress.model import max_positions
 
+if TYPE_CHECKING:
+    import torch
+
 DEFAULT_SEQ_LEN = 2048
+
+
+@dataclass(frozen=True)
+class PplConfig:
+    """`compress ppl`: WikiText-2 raw test perplexity in non-overlapping windows."""
+
+    seq_len: int | None = setting(None, "window length (none: 2048, capped at the model's context)", minimum=2)
+    max_windows: int | None = setting(None, "score only the first N windows (none: all)", minimum=1)
+    batch_size: int = setting(1, "windows per forward", minimum=1)
+
+    def __post_init__(self) -> None:
+        check_settings(self)
 
 
 @dataclass(frozen=True)
@@ -73,6 +87,9 @@ def perplexity(
 def calibration_nll(model, rows: torch.Tensor, batch_size: int = 4, progress: bool = False) -> float:
     """Mean next-token NLL (nats) over token rows (n, seq_len), each scored on its own: the perplexity
     windows, and the loss greedy layer selection and the fine-tuning eval compare."""
+    import torch
+    from tqdm.auto import tqdm
+
     device = next(model.parameters()).device
     total = 0.0
     with torch.inference_mode():

@@ -1,0 +1,60 @@
+"""`compress generate`: greedy generation, optionally bypassing decoder layers for the new tokens (Unified
+Layer Skipping: the prompt runs through every layer; compress.depth.bypass)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from compress.config import check_settings, invalid, setting
+from compress.errors import CompressError
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """`compress generate`: how many tokens, and which layers the new tokens bypass."""
+
+    max_new_tokens: int = setting(64, "new tokens (greedy)", minimum=1)
+    decode_skip: float = setting(0.0, "fraction of layers the new tokens skip, evenly spaced, first and last kept "
+                                 "(ULS); their KV entries copy the nearest kept layer below")
+    skip_layers: tuple[int, ...] = setting((), "skip exactly these layers while decoding: comma list")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "skip_layers", tuple(self.skip_layers))
+        check_settings(self)
+        if not 0 <= self.decode_skip < 1:
+            raise invalid(self, "decode_skip", f"is the fraction of layers to skip, in [0, 1); got "
+                          f"{self.decode_skip:g}")
+        if self.decode_skip and self.skip_layers:
+            raise CompressError("give decode_skip (--decode-skip) or skip_layers (--skip-layers), not both")
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str  # the new tokens, decoded
+    new_tokens: int
+    seconds: float
+    tokens_per_s: float
+    skipped: list[int]  # the layers the new tokens bypassed
+
+
+def generate_text(model, tokenizer, prompt: str, config: GenerateConfig) -> Generation:
+    """Greedy generation from a loaded model, the new tokens bypassing the chosen layers."""
+    import torch
+
+    from compress.depth.bypass import skipping
+    from compress.depth.select import check_drop, drop_count, uls_drop
+    from compress.model import decoder_layers
+
+    n_layers = len(decoder_layers(model))
+    skipped = (check_drop(list(config.skip_layers), n_layers) if config.skip_layers
+               else uls_drop(n_layers, drop_count(n_layers, drop_ratio=config.decode_skip)))
+    ids = tokenizer(prompt, return_tensors="pt").input_ids.to(next(model.parameters()).device)
+    started = time.perf_counter()
+    with skipping(model, skipped, mode="decode"), torch.inference_mode():
+        out = model.generate(ids, max_new_tokens=config.max_new_tokens, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+    seconds = time.perf_counter() - started
+    new = out[0, ids.shape[1]:]
+    return Generation(tokenizer.decode(new, skip_special_tokens=True), new.numel(), seconds,
+                      new.numel() / seconds, list(skipped))

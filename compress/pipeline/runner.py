@@ -1,0 +1,256 @@
+"""`compress run`: [remove layers] -> score -> plan -> GPTQ -> one output folder.
+
+With --skip, the layers chosen by --skip-policy are removed first (compress.depth.remove) and the bit plan is
+made on the remaining layers. The folder is an ordinary checkpoint: GPTQ (config.json with
+quantization_config and `dynamic`, safetensors, tokenizer), or with --bits 16 the unquantized model with
+its layers removed. Beside it: plan.json (one row per layer of the ORIGINAL model: removed rows have
+skip = true, kept rows their bits), scores.json (the scores the bit plan used, indexed by the layers of
+the saved model), skip_scores.json (the scores the removal used, original indices), settings.json and
+stats.json, so a run can be read and repeated (`--plan plan.json`). It is written under a temporary name
+and renamed at the end.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from compress.bits.planner import ORDER_COLUMNS, BitsConfig, make_plan
+from compress.config import check_settings, setting
+from compress.depth.choose import DepthConfig
+from compress.errors import CompressError
+from compress.plan import Plan
+from compress.quant.gptq import GPTQConfig
+from compress.scores import LayerScores
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """`compress run`: the bit budget, the layers removed, GPTQ's settings, calibration and measurement."""
+
+    bits: BitsConfig = BitsConfig()
+    depth: DepthConfig = DepthConfig()
+    gptq: GPTQConfig = GPTQConfig()
+    plan: str | None = setting(None, "use this (hand-edited) plan.json instead of the bit and removal rules")
+    seed: int = setting(0, "seed of the calibration sample and of the random order")
+    calib: str = setting("wikitext2-valid", "calibration text: wikitext2-valid, boolq-passages, or a .txt/.jsonl "
+                         "file")
+    calib_samples: int = setting(64, "GPTQ calibration samples (64 x 512 tokens: ~10 min for SmolLM2-135M on 2 "
+                                 "CPU cores)", minimum=1)
+    calib_seq_len: int = setting(512, "tokens per calibration sample", minimum=1)
+    score_samples: int = setting(8, "samples the scorers (and measured knapsack costs) see", flag=None, minimum=1)
+    score_seq_len: int = setting(256, "tokens per scorer sample (sensitivity costs (L + 1) forwards a width)",
+                                 flag=None, minimum=1)
+    ppl_windows: int | None = setting(4, "WikiText-2 test windows of 2048 tokens for perplexity before/after "
+                                      "(0: skip the measurement; none: all)", flag="--max-windows", minimum=0)
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+        if self.plan and self.depth.removes:
+            raise CompressError("plan (--plan) already says which layers to remove (its skip column): drop "
+                                "skip (--skip) / skip_layers (--skip-layers)")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What `compress run` made: the plan over the original layers, the scores behind it, the stats."""
+
+    out: Path
+    plan: Plan
+    stats: dict  # stats.json: method, effective_bits, size_bytes, seconds, layers, ppl_before/after, ...
+    scores: LayerScores | None = None  # the scores the bit plan used (indices of the saved model)
+    skip_scores: LayerScores | None = None  # the scores the removal used (original indices)
+    costs: list[dict[int, float]] | None = field(default=None, repr=False)  # measured knapsack costs
+
+
+def run(model: str | None, config: RunConfig = RunConfig(), out: str | Path = "runs/run", data_dir=None,
+        progress: bool = True) -> RunResult:
+    """[remove layers] -> score -> plan -> GPTQ (or save) -> perplexity before/after, into `out`."""
+    from compress.data import calibration_samples, calibration_texts, wikitext2_test_text
+    from compress.data import data_dir as resolve_data_dir
+    from compress.evaluation.perplexity import perplexity
+    from compress.model import check_model_spec, layer_count, load_model
+    from compress.outputs import check_writable, staged_folder
+
+    out = Path(out)
+    if out.exists():
+        raise CompressError(f"{out} already exists: choose a new --out")
+    check_writable(out)
+    check_model_spec(model)
+    root = resolve_data_dir(data_dir)
+    measure = config.ppl_windows != 0  # perplexity before/after (0: skip)
+    texts = calibration_texts(config.calib, root)
+    test_text = wikitext2_test_text(root) if measure else None
+    given = _read_plan(config.plan)
+    n_layers = layer_count(model)  # from the config: layer-index errors come before the weights load
+    if given is not None:
+        given.check_layers(n_layers)
+    else:
+        _skip_count(config.depth, n_layers)
+    fp_model, tokenizer = load_model(model)
+    calib = calibration_samples(tokenizer, texts, n_samples=config.calib_samples, seq_len=config.calib_seq_len,
+                                seed=config.seed)
+    test_ids = tokenizer(test_text, return_tensors="pt").input_ids[0] if measure else None
+    before = perplexity(fp_model, test_ids, max_windows=config.ppl_windows, progress=progress) if measure else None
+    decided = _decide(fp_model, config, given, calib, progress)
+    quantize = decided.plan.reduced().bits != (16,) * len(decided.plan.kept)
+
+    with staged_folder(out) as tmp:
+        if quantize:
+            source = _gptq_source(model, fp_model, tokenizer, decided.plan, tmp)
+            fp_model = None  # the only reference: GPTQModel loads its own copy, so one model is in memory
+            gc.collect()
+            stats, final = _quantize(source, decided.plan, calib, tmp, config.gptq, measure)
+        else:
+            stats, final = _save_unquantized(fp_model, tokenizer, tmp), fp_model
+        if measure:
+            after = perplexity(final, test_ids, max_windows=config.ppl_windows, progress=progress)
+            stats.update(ppl_before=before.to_dict(), ppl_after=after.to_dict())
+        stats["layers"] = {"before": n_layers, "after": len(decided.plan.kept), "removed": list(decided.plan.skipped)}
+        if decided.trace:
+            stats["greedy_trace"] = decided.trace
+        _write_records(tmp, model, config, decided, stats, quantize)
+    return RunResult(out, decided.plan, stats, decided.scores, decided.skip_scores, decided.costs)
+
+
+@dataclass(frozen=True)
+class _Decision:
+    plan: Plan  # over the original layers
+    scores: LayerScores | None
+    skip_scores: LayerScores | None
+    costs: list | None
+    trace: list
+
+
+def _read_plan(path: str | None) -> Plan | None:
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        raise CompressError(f"plan file {path} does not exist")
+    return Plan.from_json(Path(path).read_text())
+
+
+def _decide(fp_model, config: RunConfig, given: Plan | None, calib, progress: bool) -> _Decision:
+    """Which layers go (chosen before anything changes, then removed from `fp_model`), then the bits of the
+    layers that remain."""
+    from compress.depth.remove import remove_layers
+    from compress.model import decoder_layers, layer_params
+    from compress.quant.gptq import resolve_group_size
+    from compress.scorers import score
+    from compress.scorers.sensitivity import measured_costs
+
+    score_calib = calib[:config.score_samples, :config.score_seq_len]
+    skip_plan, choice = (given, None) if given is not None else _skip_plan(fp_model, config, score_calib, progress)
+    if skip_plan.skipped:
+        remove_layers(fp_model, skip_plan.skipped)
+    if given is not None:
+        return _Decision(given, None, None, None, [])
+    bits = config.bits
+    kept_layers = len(decoder_layers(fp_model))
+    scorer = bits.order_scorer
+    scores = costs = None
+    if scorer is not None:
+        group_size = resolve_group_size(fp_model, config.gptq)
+        # sensitivity is measured at the plan's low width and the group size GPTQ will use; angular spans
+        # cannot exceed the (possibly reduced) depth
+        options = {"sensitivity": {"bits": bits.bit_choices[0], "group_size": group_size, "sym": config.gptq.sym},
+                   "lim": {"max_span": min(4, kept_layers)}}
+        scores = score(fp_model, [scorer], score_calib, {k: v for k, v in options.items() if k == scorer},
+                       progress=progress)
+        if len(bits.bit_choices) > 2 and scorer == "sensitivity":
+            costs = measured_costs(fp_model, score_calib, bits.bit_choices, group_size, config.gptq.sym,
+                                   known={bits.bit_choices[0]: scores["sensitivity"]}, progress=progress)
+    reduced = make_plan(kept_layers, scores, bits, config.seed, layer_params(fp_model), costs)
+    return _Decision(skip_plan.with_kept(reduced), scores, choice.scores if choice else None, costs,
+                     choice.trace if choice else [])
+
+
+def _write_records(tmp: Path, model: str | None, config: RunConfig, decided: _Decision, stats: dict,
+                   quantize: bool) -> None:
+    """plan.json, scores.json, skip_scores.json, costs.json, stats.json and settings.json beside the weights."""
+    from compress.provenance import versions
+
+    if decided.scores is not None:
+        (tmp / "scores.json").write_text(decided.scores.to_json())
+    if decided.skip_scores is not None:
+        (tmp / "skip_scores.json").write_text(decided.skip_scores.to_json())
+    if decided.costs is not None:
+        (tmp / "costs.json").write_text(json.dumps([{str(b): c for b, c in row.items()} for row in decided.costs]))
+    (tmp / "plan.json").write_text(decided.plan.to_json())
+    (tmp / "stats.json").write_text(json.dumps(stats, indent=1))
+    (tmp / "settings.json").write_text(json.dumps(
+        {"command": "run", "model": model or "SmolLM2-135M-Instruct (bundled default)", "config": asdict(config),
+         "quantized": quantize, "versions": versions()}, indent=1))
+
+
+def _skip_count(config: DepthConfig, n_layers: int) -> int:
+    """How many layers --skip / --skip-layers remove, or a one-line error (all, duplicates, out of range)."""
+    from compress.depth.select import check_drop, drop_count, uls_drop
+
+    if config.skip_layers:
+        return len(check_drop(list(config.skip_layers), n_layers))
+    n = drop_count(n_layers, drop_ratio=config.skip)
+    if config.skip_policy == "uls":
+        uls_drop(n_layers, n)  # it keeps the first and last layer: refuse more before the weights load
+    return n
+
+
+def _skip_plan(model, config: RunConfig, calib, progress: bool):
+    """(plan over the model's layers with the removed ones marked skip, the SkipChoice or None)."""
+    from compress.depth.choose import choose_layers
+    from compress.model import decoder_layers
+
+    depth = config.depth
+    n_layers = len(decoder_layers(model))
+    n = _skip_count(depth, n_layers)
+    if depth.skip_layers:
+        return Plan.uniform(n_layers).with_skip(depth.skip_layers, "given by --skip-layers"), None
+    choice = choose_layers(model, depth.skip_policy, n, calib, config.seed, progress)
+    return Plan.uniform(n_layers).with_skip(choice.dropped, choice.reasons), choice
+
+
+def _gptq_source(model: str | None, fp_model, tokenizer, plan: Plan, tmp: Path) -> Path:
+    """The folder GPTQModel reads the float model from: the model's own, or, with layers removed, the reduced
+    model saved into `tmp` first."""
+    from compress.model import resolve_model_path
+
+    if not plan.skipped:
+        return Path(resolve_model_path(model))
+    source = tmp / "removed-layers-fp"
+    fp_model.save_pretrained(source)
+    tokenizer.save_pretrained(source)
+    return source
+
+
+def _quantize(source: Path, plan: Plan, calib, tmp: Path, config: GPTQConfig, reload: bool):
+    """GPTQ of the float model in `source` per the kept rows of `plan`, into `tmp`: (stats, the reloaded
+    quantized model if `reload` else None). A `source` inside `tmp` (layers removed) is deleted after."""
+    import shutil
+
+    from compress.model import load_gptq
+    from compress.quant.gptq import quantize_gptq
+
+    stats = quantize_gptq(str(source), plan.reduced(), calib, tmp, config)
+    if source.parent == tmp:
+        shutil.rmtree(source)
+    gc.collect()  # GPTQModel's own copy of the float model goes before the quantized one is loaded
+    return stats, load_gptq(tmp)[0] if reload else None
+
+
+def _save_unquantized(fp_model, tokenizer, tmp: Path) -> dict:
+    """--bits 16: save the (reduced) model as it is; stats in the same terms as GPTQ's."""
+    import time
+
+    from compress.model import named_linears
+
+    started = time.perf_counter()
+    fp_model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    dtype = next(fp_model.parameters()).dtype
+    _, _, module = named_linears(fp_model)[0]
+    return {"method": "none", "dtype": str(dtype).removeprefix("torch."),
+            "effective_bits": float(module.weight.element_size() * 8),
+            "seconds": round(time.perf_counter() - started, 2),
+            "size_bytes": sum(f.stat().st_size for f in tmp.glob("*.safetensors"))}
