@@ -27,6 +27,7 @@ os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(os.cpu_count() or 1))
 from compress.provenance import versions  # noqa: E402
 from compress.data import calibration_samples, calibration_texts, data_dir  # noqa: E402
 from compress.model import resolve_model_path  # noqa: E402
+from compress.bits.planner import BitsConfig  # noqa: E402
 from compress.pipeline.runner import RunConfig, run  # noqa: E402
 
 
@@ -57,10 +58,10 @@ def main() -> None:
 
     root = data_dir(args.data_dir)
     model_path = resolve_model_path(None)
-    config = RunConfig(avg_bits=3.25, scorer="lim", calib_samples=args.calib_samples, ppl_windows=0)
+    config = RunConfig(BitsConfig(avg_bits=3.25, scorer="lim"), calib_samples=args.calib_samples, ppl_windows=0)
     # warm-up A (untimed): fills caches and yields the plan's `dynamic` that B passes by hand
     shutil.rmtree(args.work, ignore_errors=True)
-    stats = run(None, args.work / "warmup", config, data_dir=root, progress=False)["stats"]
+    stats = run(None, config, args.work / "warmup", data_dir=root, progress=False).stats
     times: dict[str, list[float]] = {"compress_run": [], "gptqmodel_direct": []}
     for repeat in range(args.repeats):
         order = ["compress_run", "gptqmodel_direct"][:: 1 if repeat % 2 == 0 else -1]
@@ -68,7 +69,7 @@ def main() -> None:
             out = args.work / f"{which}-{repeat}"
             started = time.perf_counter()
             if which == "compress_run":
-                run(None, out, config, data_dir=root, progress=False)
+                run(None, config, out, data_dir=root, progress=False)
             else:
                 direct(model_path, stats, config, root, out)
             times[which].append(time.perf_counter() - started)

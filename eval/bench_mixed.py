@@ -32,7 +32,8 @@ from compress.provenance import versions  # noqa: E402
 from compress.data import calibration_samples, calibration_texts, data_dir, wikitext2_test_text  # noqa: E402
 from compress.model import decoder_layers, layer_params, load_model, resolve_model_path  # noqa: E402
 from compress.evaluation.perplexity import perplexity  # noqa: E402
-from compress.pipeline.runner import RunConfig, make_plan  # noqa: E402
+from compress.bits.planner import BitsConfig, make_plan  # noqa: E402
+from compress.pipeline.runner import RunConfig  # noqa: E402
 from compress.model import load_gptq
 from compress.quant.gptq import GPTQConfig, quantize_gptq  # noqa: E402
 from compress.quant.unpack import load_dequantized  # noqa: E402
@@ -47,19 +48,19 @@ KNAPSACK_WIDTHS = (2, 3, 4, 8)
 
 def configurations(budgets: list[float], seeds: int) -> list[tuple[str, RunConfig]]:
     """(name, config), most informative first so that a cut-short run still answers the main question."""
-    runs = [("uniform-3", RunConfig(bits="3")), ("uniform-4", RunConfig(bits="4"))]
+    runs = [("uniform-3", RunConfig(BitsConfig(bits="3"))), ("uniform-4", RunConfig(BitsConfig(bits="4")))]
     for budget in budgets:
-        runs += [(f"mixed-{budget}-{s}", RunConfig(avg_bits=budget, scorer=s)) for s in SCORERS]
-        runs += [(f"mixed-{budget}-random{seed}", RunConfig(avg_bits=budget, scorer="random", seed=seed))
+        runs += [(f"mixed-{budget}-{s}", RunConfig(BitsConfig(avg_bits=budget, scorer=s))) for s in SCORERS]
+        runs += [(f"mixed-{budget}-random{seed}", RunConfig(BitsConfig(avg_bits=budget, scorer="random"), seed=seed))
                  for seed in range(seeds)]
         runs.append((f"knapsack-{budget}-sensitivity",
-                     RunConfig(avg_bits=budget, bit_choices=KNAPSACK_WIDTHS, scorer="sensitivity")))
-    runs.append(("uniform-2", RunConfig(bits="2")))
+                     RunConfig(BitsConfig(avg_bits=budget, bit_choices=KNAPSACK_WIDTHS, scorer="sensitivity"))))
+    runs.append(("uniform-2", RunConfig(BitsConfig(bits="2"))))
     # 4/2 and knapsack plans at 3.0 bits store exactly as many bytes as uniform 3-bit: the equal-size comparison
-    runs += [(f"mixed-3.0-{s}", RunConfig(avg_bits=3.0, scorer=s)) for s in ("sensitivity", "lim")]
-    runs += [("mixed-3.0-random0", RunConfig(avg_bits=3.0, scorer="random", seed=0)),
-             ("knapsack-3.0-sensitivity", RunConfig(avg_bits=3.0, bit_choices=KNAPSACK_WIDTHS, scorer="sensitivity"))]
-    return runs + [("uniform-8", RunConfig(bits="8"))]
+    runs += [(f"mixed-3.0-{s}", RunConfig(BitsConfig(avg_bits=3.0, scorer=s))) for s in ("sensitivity", "lim")]
+    runs += [("mixed-3.0-random0", RunConfig(BitsConfig(avg_bits=3.0, scorer="random"), seed=0)),
+             ("knapsack-3.0-sensitivity", RunConfig(BitsConfig(avg_bits=3.0, bit_choices=KNAPSACK_WIDTHS, scorer="sensitivity")))]
+    return runs + [("uniform-8", RunConfig(BitsConfig(bits="8")))]
 
 
 def unpacked_model(folder: Path, model_spec):
@@ -135,7 +136,8 @@ def main() -> None:
         if name in results["runs"] or (only and name not in only):
             continue
         print(f"== {name}", flush=True)
-        plan = make_plan(n_layers, scores, config, params, costs if len(config.bit_choices) > 2 else None)
+        plan = make_plan(n_layers, scores, config.bits, config.seed, params,
+                         costs if len(config.bits.bit_choices) > 2 else None)
         folder = args.work / name
         shutil.rmtree(folder, ignore_errors=True)
         stats = quantize_gptq(resolve_model_path(args.model), plan, calib, folder, GPTQConfig())
@@ -150,8 +152,8 @@ def main() -> None:
             "size_bytes": stats["size_bytes"], "gptq_seconds": stats["seconds"],
             "ppl_seconds": round(time.perf_counter() - started, 1),
             "kernel_check": kernel_check(quantized, unpacked, test_ids[:512]),
-            "config": {"bits": config.bits, "avg_bits": config.avg_bits, "bit_choices": config.bit_choices,
-                       "scorer": config.scorer, "seed": config.seed},
+            "config": {"bits": config.bits.bits, "avg_bits": config.bits.avg_bits,
+                       "bit_choices": config.bits.bit_choices, "scorer": config.bits.scorer, "seed": config.seed},
         }
         print(json.dumps({k: v for k, v in results["runs"][name].items() if k != "bits"}), flush=True)
         results_file.write_text(json.dumps(results, indent=1))
