@@ -3,7 +3,8 @@
     compress.<command>(model, config, *, out=..., data_dir=..., ...) -> a typed result
 
 `model` is a model spec (hub id, local folder, .gguf file, a compress output folder, or None for the bundled
-SmolLM2-135M-Instruct); score, ppl and generate also take an already loaded model with its tokenizer. `config`
+SmolLM2-135M-Instruct); score, ppl, generate and evaluate also take an already loaded model with its
+tokenizer. `config`
 is the command's frozen config (the CLI is built from the same dataclasses). Bad input raises CompressError.
 Nothing below this module imports it.
 """
@@ -115,12 +116,19 @@ def finetune(model: str | None = None, config: FinetuneConfig = FinetuneConfig()
     return run_finetune(model, config, out, data_dir=data_dir, progress=progress)
 
 
-def evaluate(model: str | None = None, config: EvalConfig = EvalConfig(), *, out: str | Path | None = None,
-             baseline: str | None = None, data_dir: str | Path | None = None,
+def evaluate(model: Any = None, config: EvalConfig = EvalConfig(), *, out: str | Path | None = None,
+             baseline: str | None = None, tokenizer: Any = None, data_dir: str | Path | None = None,
              trust_remote_code: bool = False) -> EvalResult:
-    """`compress eval`: lm-eval tasks with recovery against `baseline` (compress.evaluation)."""
+    """`compress eval`: lm-eval tasks with recovery against `baseline` (compress.evaluation). A loaded model
+    (with `tokenizer`) is evaluated as it is in memory; a model folder's earlier eval.json is reused."""
     from compress.evaluation.lmeval import run_eval
 
+    if not (model is None or isinstance(model, (str, Path))):
+        if tokenizer is None:
+            raise CompressError("pass the tokenizer together with an already loaded model")
+        model = (model, tokenizer)
+    elif model is not None:
+        model = str(model)
     return run_eval(model, config, baseline=baseline, data_dir=data_dir, out=Path(out) if out else None,
                     trust_remote_code=trust_remote_code)
 

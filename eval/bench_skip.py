@@ -40,7 +40,7 @@ from compress.model import decoder_layers, load_model  # noqa: E402
 from compress.evaluation.perplexity import perplexity  # noqa: E402
 from compress.depth.remove import remove_layers  # noqa: E402
 from compress.depth.choose import SKIP_POLICIES, choose_layers  # noqa: E402
-from compress.depth.bypass import skipping  # noqa: E402
+from compress.depth.bypass import bypassing  # noqa: E402
 
 RATIOS = (0.10, 0.20, 0.25, 0.33)
 SEEDS = 3
@@ -102,7 +102,7 @@ def main() -> None:
     counts = {ratio: drop_count(n_layers, drop_ratio=ratio) for ratio in RATIOS}
 
     def ppl(dropped: list[int]) -> float:
-        with skipping(model, dropped, mode="always"):
+        with bypassing(model, dropped, mode="always"):
             return perplexity(model, test_ids, max_windows=args.ppl_windows, progress=False).ppl
 
     # --- quality -----------------------------------------------------------------------------------------
@@ -140,7 +140,7 @@ def main() -> None:
         removed = remove_layers(copy.deepcopy(model), uls_dropped)
 
         def decode_time(w):
-            with skipping(model, uls_dropped, mode="decode"):
+            with bypassing(model, uls_dropped, mode="decode"):
                 return continuation_nll(model, w, 512, 128)
 
         rows = {}
@@ -164,7 +164,7 @@ def main() -> None:
             runners[f"removed-{n}"] = lambda m=reduced: timed_generate(m, prompt, pad)
 
         def uls_decode():
-            with skipping(model, uls_dropped, mode="decode"):
+            with bypassing(model, uls_dropped, mode="decode"):
                 return timed_generate(model, prompt, pad)
 
         runners[f"uls-decode-{uls_n}"] = uls_decode

@@ -175,7 +175,6 @@ def test_vllm_worker_plumbing_against_a_stand_in_engine(tiny_folder, data_dir, t
     to check what compress does around the engine: the prompts it sends, the calls it times, the record it
     builds and the table made from it. The engine's own numbers need a GPU run."""
     import sys
-    import time
     import types
 
     import torch
@@ -185,6 +184,7 @@ def test_vllm_worker_plumbing_against_a_stand_in_engine(tiny_folder, data_dir, t
     from compress.benchmark.vllm import worker
 
     calls = []
+    clock = [100.0]  # a stand-in clock (s): the engine's time passes only when it "computes", never on a busy CPU
 
     class SamplingParams:
         def __init__(self, **kwargs):
@@ -199,7 +199,7 @@ def test_vllm_worker_plumbing_against_a_stand_in_engine(tiny_folder, data_dir, t
 
         def generate(self, prompts, params, use_tqdm=True):
             calls.append(("generate", len(prompts), params.max_tokens, {len(p["prompt_token_ids"]) for p in prompts}))
-            time.sleep(0.02 * params.max_tokens)  # a prefill and every further token take time
+            clock[0] += 0.02 * params.max_tokens  # a prefill and every further token take 20 ms
             done = types.SimpleNamespace(token_ids=list(range(params.max_tokens)))
             return [types.SimpleNamespace(outputs=[done]) for _ in prompts]
 
@@ -211,6 +211,9 @@ def test_vllm_worker_plumbing_against_a_stand_in_engine(tiny_folder, data_dir, t
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "stand-in GPU")
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: 3 * 2**20)
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
+    import compress.benchmark.vllm as vllm_worker
+
+    monkeypatch.setattr(vllm_worker, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
 
     config = BenchConfig(input_len=16, output_len=4, batches=(1, 3), repeats=2, warmup=1, backend="vllm")
     record = worker(str(tiny_folder), config, data_dir, False)
@@ -222,8 +225,10 @@ def test_vllm_worker_plumbing_against_a_stand_in_engine(tiny_folder, data_dir, t
     assert generated == [(1, 1, {16})] * 3 + [(1, 4, {16})] * 3 + [(3, 1, {16})] * 3 + [(3, 4, {16})] * 3
     assert list(record["results"]) == ["batch_1", "batch_3"]
     for row in record["results"].values():
-        assert len(row["runs"]) == 2 and row["median_e2el_ms"] > row["prefill_ms"] >= 20
-        assert row["median_tpot_ms"] == pytest.approx(20, rel=0.5) and row["median_output_throughput"] > 0
+        assert len(row["runs"]) == 2 and row["prefill_ms"] == pytest.approx(20) and row["median_e2el_ms"] == \
+            pytest.approx(80)  # one new token: the prefill; four: prefill + 3 more
+        assert row["median_tpot_ms"] == pytest.approx(20) and row["median_ttft_ms"] == pytest.approx(20)
+        assert row["median_output_throughput"] == pytest.approx(row["batch"] * 4 / 0.08)
     assert record["device"] == "cuda (stand-in GPU)" and record["peak_vram_mib"] == 3.0
     assert record["vllm"]["version"] == "stand-in" and record["vllm"]["dtype"] == "torch.float16"
     record.update(label="tiny", size={"weight_bytes": 2**20, "bits_per_weight": 16.0, "parameters": 10**6})

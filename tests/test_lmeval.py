@@ -169,3 +169,20 @@ def test_hellaswag_approx_parses_every_record_with_lm_evals_preprocess(data_dir)
     first = rows[0]
     assert len(first["choices"]) == 4 and first["query"] == preprocess(first["query"])
     assert not any("[title]" in q or "[header]" in q for q in rows["query"])
+
+
+def test_python_api_evaluates_a_model_in_memory_as_the_cli_does_its_folder(tiny_folder, data_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import compress
+
+    config = compress.EvalConfig(tasks=("arc_easy",), limit=3, batch_size=3)
+    from_folder = compress.evaluate(str(tiny_folder), config, out=tmp_path / "a", data_dir=data_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_folder).eval()
+    in_memory = compress.evaluate(model, config, tokenizer=AutoTokenizer.from_pretrained(tiny_folder),
+                                  out=tmp_path / "b", data_dir=data_dir)
+    assert isinstance(in_memory, compress.evaluation.lmeval.EvalResult) and in_memory.reused == []
+    assert in_memory.tasks["arc_easy"]["metrics"] == from_folder.tasks["arc_easy"]["metrics"]
+    assert json.loads((tmp_path / "b" / "eval.json").read_text())["tasks"] == in_memory.tasks
+    with pytest.raises(compress.CompressError, match="pass the tokenizer"):
+        compress.evaluate(model, config, data_dir=data_dir)

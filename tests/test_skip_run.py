@@ -107,10 +107,10 @@ def test_policies_on_a_model(data_dir):
     greedy = choose_layers(model, "greedy", 2, calib, progress=False)
     assert [layer for layer, _ in greedy.trace] and sorted(l for l, _ in greedy.trace) == greedy.dropped
     from compress.evaluation.perplexity import calibration_nll
-    from compress.depth.bypass import skipping
+    from compress.depth.bypass import bypassing
 
     def loss(dropped):
-        with skipping(model, dropped, mode="always"):
+        with bypassing(model, dropped, mode="always"):
             return calibration_nll(model, calib)
 
     assert greedy.trace[-1][1] == pytest.approx(loss(greedy.dropped), abs=1e-5)
@@ -124,7 +124,7 @@ def test_policies_on_a_model(data_dir):
 
 def test_generate_with_decode_time_skipping(tiny_folder, capsys):
     from compress import GenerateConfig, generate
-    from compress.depth.bypass import skipping
+    from compress.depth.bypass import bypassing
 
     assert main(["generate", "--model", str(tiny_folder), "hello", "--max-new-tokens", "5",
                  "--decode-skip", "0.25"]) == 0
@@ -134,7 +134,7 @@ def test_generate_with_decode_time_skipping(tiny_folder, capsys):
     tokenizer = AutoTokenizer.from_pretrained(tiny_folder)
     result = generate(model, GenerateConfig(max_new_tokens=5, skip_layers=(2,)), prompt="hello", tokenizer=tokenizer)
     ids = tokenizer("hello", return_tensors="pt").input_ids
-    with skipping(model, [2], mode="decode"), torch.no_grad():
+    with bypassing(model, [2], mode="decode"), torch.no_grad():
         want = model.generate(ids, max_new_tokens=5, do_sample=False, pad_token_id=tokenizer.eos_token_id)
     assert result.text == tokenizer.decode(want[0, ids.shape[1]:], skip_special_tokens=True)
     for argv, message in [(["--decode-skip", "1"], "in [0, 1)"), (["--skip-layers", "0,1,2,3"], "all 4"),

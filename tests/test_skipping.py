@@ -9,7 +9,7 @@ from transformers import DynamicCache
 from compress.errors import CompressError
 from compress.model import decoder_layers
 from compress.depth.remove import remove_layers
-from compress.depth.bypass import skipping
+from compress.depth.bypass import bypassing
 from conftest import tiny_model
 from test_removal import IDS, bypassed_logits
 
@@ -18,7 +18,7 @@ from test_removal import IDS, bypassed_logits
 def test_always_mode_is_the_model_without_those_layers(kind, skipped):
     model = tiny_model(kind)
     want = bypassed_logits(model, skipped)
-    with skipping(model, skipped, mode="always"), torch.no_grad():
+    with bypassing(model, skipped, mode="always"), torch.no_grad():
         got = model(IDS, use_cache=False).logits
     assert torch.allclose(got, want, atol=1e-6)
     with torch.no_grad():  # restored on exit
@@ -56,7 +56,7 @@ def test_decode_skipping_equals_the_removed_model_on_the_full_prompt_cache(kind,
     want_tokens, want_logits = _greedy(removed, reference_cache, first, 5)
 
     cache = copy.deepcopy(prompt.past_key_values)
-    with skipping(model, skipped, mode="decode"):
+    with bypassing(model, skipped, mode="decode"):
         got_tokens, got_logits = _greedy(model, cache, first, 5)
     assert torch.equal(got_tokens, want_tokens)
     assert torch.allclose(got_logits, want_logits, atol=1e-5)
@@ -79,7 +79,7 @@ def test_generate_with_decode_skipping():
     model = tiny_model("llama")
     with torch.no_grad():
         full = model.generate(IDS, max_new_tokens=6, do_sample=False, pad_token_id=0)
-        with skipping(model, [2], mode="decode"):
+        with bypassing(model, [2], mode="decode"):
             skipped = model.generate(IDS, max_new_tokens=6, do_sample=False, pad_token_id=0)
             uncached = model.generate(IDS, max_new_tokens=6, do_sample=False, use_cache=False, pad_token_id=0)
     assert skipped[0, IDS.shape[1]] == full[0, IDS.shape[1]]
@@ -91,11 +91,11 @@ def test_bad_skipping_input():
     model = tiny_model("llama")
     for bad, message in [([0, 1, 2, 3], "all 4 layers"), ([2, 2], "duplicate"), ([7], "out of range")]:
         with pytest.raises(CompressError, match=message):
-            with skipping(model, bad, mode="always"):
+            with bypassing(model, bad, mode="always"):
                 pass
     with pytest.raises(CompressError, match="layer 0 must be kept"):
-        with skipping(model, [0], mode="decode"):
+        with bypassing(model, [0], mode="decode"):
             pass
     with pytest.raises(CompressError, match="valid: always, decode"):
-        with skipping(model, [1], mode="sometimes"):
+        with bypassing(model, [1], mode="sometimes"):
             pass

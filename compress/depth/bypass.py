@@ -1,4 +1,5 @@
-"""Skipping decoder layers at run time, without changing the weights (the model is restored on exit).
+"""Bypassing decoder layers at run time (the depth stage's "bypass", as opposed to removal), without changing
+the weights (the model is restored on exit).
 
 Two modes, one mechanism (each skipped layer's `forward` is patched on the instance to return its input):
 - "always": the layer is bypassed in every call. What greedy selection measures: the same function as the
@@ -37,12 +38,12 @@ def _cache_of(args: tuple, kwargs: dict):
 
 
 @contextmanager
-def skipping(model, skipped: Sequence[int], mode: str = "decode") -> Iterator[None]:
+def bypassing(model, skipped: Sequence[int], mode: str = "decode") -> Iterator[None]:
     """Within the block, the `skipped` decoder layers of `model` are bypassed (mode "always") or bypassed
     while decoding with a KV cache (mode "decode", Unified Layer Skipping; layer 0 must be kept, since a
     skipped layer's KV is copied from a kept layer below it)."""
     if mode not in MODES:
-        raise CompressError(f"unknown skipping mode {mode!r}; valid: {', '.join(MODES)}")
+        raise CompressError(f"unknown bypass mode {mode!r}; valid: {', '.join(MODES)}")
     layers = decoder_layers(model)
     skipped = check_drop(list(skipped), len(layers))
     if mode == "decode" and 0 in skipped:

@@ -99,13 +99,13 @@ def _greedy(model, n_layers: int, n: int, calib, progress: bool) -> SkipChoice:
 
     from compress.depth.select import greedy_order
     from compress.evaluation.perplexity import calibration_nll
-    from compress.depth.bypass import skipping
+    from compress.depth.bypass import bypassing
 
     bar = tqdm(total=sum(n_layers - k for k in range(n)), desc="greedy layer removal", unit="forward",
                disable=not progress, leave=False)
 
     def loss(dropped: list[int]) -> float:
-        with skipping(model, dropped, mode="always"):
+        with bypassing(model, dropped, mode="always"):
             value = calibration_nll(model, calib)
         bar.update(1)
         return value

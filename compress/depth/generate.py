@@ -42,7 +42,7 @@ def generate_text(model, tokenizer, prompt: str, config: GenerateConfig) -> Gene
     """Greedy generation from a loaded model, the new tokens bypassing the chosen layers."""
     import torch
 
-    from compress.depth.bypass import skipping
+    from compress.depth.bypass import bypassing
     from compress.depth.select import check_drop, drop_count, uls_drop
     from compress.model import decoder_layers
 
@@ -51,7 +51,7 @@ def generate_text(model, tokenizer, prompt: str, config: GenerateConfig) -> Gene
                else uls_drop(n_layers, drop_count(n_layers, drop_ratio=config.decode_skip)))
     ids = tokenizer(prompt, return_tensors="pt").input_ids.to(next(model.parameters()).device)
     started = time.perf_counter()
-    with skipping(model, skipped, mode="decode"), torch.inference_mode():
+    with bypassing(model, skipped, mode="decode"), torch.inference_mode():
         out = model.generate(ids, max_new_tokens=config.max_new_tokens, do_sample=False,
                              pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
     seconds = time.perf_counter() - started

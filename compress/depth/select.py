@@ -19,20 +19,20 @@ from compress.errors import CompressError
 
 def drop_count(n_layers: int, drop: int | None = None, drop_ratio: float | None = None,
                speedup: float | None = None) -> int:
-    """How many layers to remove, from exactly one of --drop N, --drop-ratio r (round(r·L)) or --speedup s
+    """How many layers to remove, from exactly one of drop = n, drop_ratio = r (round(r·L)) or speedup = s
     (L − ⌊L/s⌋, as Unified Layer Skipping keeps ⌊L/s⌋ layers). At least one layer must stay."""
     given = [x is not None for x in (drop, drop_ratio, speedup)]
     if sum(given) != 1:
-        raise CompressError("give exactly one of --drop N, --drop-ratio r, --speedup s")
+        raise CompressError("give exactly one of drop, drop_ratio, speedup")
     if drop is not None:
         n = drop
     elif drop_ratio is not None:
         if not 0 <= drop_ratio < 1:
-            raise CompressError(f"--drop-ratio must be in [0, 1), got {drop_ratio}")
+            raise CompressError(f"drop_ratio must be in [0, 1), got {drop_ratio}")
         n = round(drop_ratio * n_layers)
     else:
         if not speedup >= 1:
-            raise CompressError(f"--speedup must be >= 1, got {speedup}")
+            raise CompressError(f"speedup must be >= 1, got {speedup}")
         n = n_layers - math.floor(n_layers / speedup)
     if not 0 <= n < n_layers:
         raise CompressError(f"cannot remove {n} of {n_layers} layers: at least one must stay")
@@ -76,7 +76,7 @@ def uls_kept(n_layers: int, speedup: float) -> list[int]:
     L = 32, s = 5 -> [0, 6, 12, 18, 24, 31]."""
     kept_count = math.floor(n_layers / speedup)
     if kept_count < 2:
-        raise CompressError(f"--speedup {speedup} keeps {kept_count} of {n_layers} layers; the first and last "
+        raise CompressError(f"speedup {speedup} keeps {kept_count} of {n_layers} layers; the first and last "
                             f"must stay, so it can be at most {n_layers / 2:g}")
     return _reference_pattern(n_layers, kept_count)
 
@@ -98,7 +98,7 @@ def uls_dropped(n_layers: int, speedup: float) -> list[int]:
 
 
 def uls_drop(n_layers: int, n: int) -> list[int]:
-    """Unified Layer Skipping for a drop count (--drop/--skip) rather than an integer speed-up: the reference
+    """Unified Layer Skipping for a drop count (skip, decode_skip) rather than an integer speed-up: the reference
     pattern for R = L − n kept layers while its step ⌊L/(R−1)⌋ is ≥ 2. Below a 2× speed-up the reference
     step is 1 and the rule degenerates into dropping the block just under the last layer (L = 30, n = 8
     keeps 0..20 and 29), which is not balanced; there the n dropped layers are spread evenly over the

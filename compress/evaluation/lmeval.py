@@ -1,6 +1,6 @@
 """`compress eval`: lm-eval on an already-loaded model (HFLM wrapper), with recovery against a baseline.
 
-The model is loaded by compress (api.load_any: float folders, GGUF, the GPTQ folders of `compress run` through
+The model is loaded by compress (compress.model.load_any: float folders, GGUF, the GPTQ folders of `compress run` through
 GPTQModel, layer-removed checkpoints) and handed to lm-eval's `HFLM(pretrained=<model>)`, so whatever compress
 writes is evaluated exactly as it will be served. Tasks read the local data dir (compress.evaluation.local_tasks); without
 one, lm-eval's hub tasks of the same names run. Zero-shot, as these tasks are normally reported.
@@ -175,7 +175,7 @@ class EvalResult:
 def run_eval(model_spec: str | None, config: EvalConfig = EvalConfig(), baseline: str | None = None,
              data_dir=None, out: Path | None = None, trust_remote_code: bool = False) -> EvalResult:
     """`compress eval`: evaluate a model against a baseline, write eval.json and eval.md into `out` (default:
-    the model folder).
+    the model folder). `model_spec` (and `baseline`) is a model spec or a loaded (model, tokenizer) pair.
 
     A model folder's eval.json is its cache: tasks it already holds under the same limit, max_length and data
     dir are taken from it instead of evaluated again (`config.rerun` evaluates the model's anyway), so adding
@@ -186,7 +186,8 @@ def run_eval(model_spec: str | None, config: EvalConfig = EvalConfig(), baseline
 
     root = resolve_data_dir(data_dir)
     names = resolve_tasks(config, root)
-    out = Path(out) if out else default_out(model_spec, "eval")
+    out = Path(out) if out else (Path("runs") / f"eval-{_label(model_spec)}" if _loaded(model_spec)
+                                 else default_out(model_spec, "eval"))
     check_writable(out)
     import lm_eval
 
@@ -209,7 +210,7 @@ def run_eval(model_spec: str | None, config: EvalConfig = EvalConfig(), baseline
 def saved_results(spec: str | None, names: list[str], settings: dict, root: Path | None) -> dict:
     """{task: record} of the tasks among `names` that the model folder's own eval.json holds under the same
     limit, max_length and data dir ({} when it has none). Records are taken from the model's side only."""
-    path = Path(spec) / "eval.json" if spec and Path(spec).is_dir() else None
+    path = Path(spec) / "eval.json" if isinstance(spec, str) and Path(spec).is_dir() else None
     if path is None or not path.is_file():
         return {}
     saved = json.loads(path.read_text())
@@ -227,13 +228,24 @@ def _evaluate_missing(spec: str | None, names: list[str], saved: dict, config: E
     return {name: saved[name] if name in saved else fresh[name] for name in names}
 
 
-def _label(spec: str | None) -> str:
+def _loaded(spec) -> bool:
+    """A (model, tokenizer) pair already in memory, rather than a model spec."""
+    return isinstance(spec, tuple)
+
+
+def _label(spec) -> str:
+    if _loaded(spec):
+        from compress.model import model_label
+
+        return model_label(spec[0])
     return Path(spec).name if spec else "SmolLM2-135M-Instruct"
 
 
 def _evaluate_spec(spec: str | None, names: list[str], config: EvalConfig, root, trust_remote_code: bool) -> dict:
     from compress.model import load_any
 
+    if _loaded(spec):
+        return evaluate_model(*spec, names, config, root)
     try:
         model, tokenizer = load_any(spec, trust_remote_code=trust_remote_code)
     except CompressError:

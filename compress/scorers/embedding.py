@@ -39,6 +39,40 @@ def _hidden(x) -> torch.Tensor:
     return x[0] if isinstance(x, (tuple, list)) else x
 
 
+def _forward_until_last_layer(model, calib: torch.Tensor, batch_size: int, progress: bool) -> int:
+    """Run the calibration batches through the hooked model (the last layer's hook stops each forward before
+    the head); returns the number of tokens seen."""
+    device = next(model.parameters()).device
+    n_tokens = 0
+    with torch.no_grad():
+        for batch in tqdm(calib.split(batch_size), desc="embedding change", unit="batch", disable=not progress,
+                          leave=False):
+            try:
+                model(input_ids=batch.to(device), use_cache=False)
+            except _StopForward:
+                pass
+            n_tokens += batch.numel()
+    return n_tokens
+
+
+def angular_distances(states: list[torch.Tensor], max_span: int) -> dict[str, tuple[float, ...]]:
+    """Gromov et al. (arXiv 2403.17887) eq. 7: {"angular_n": per start layer l, mean over samples of
+    arccos(cos(x_l, x_l+n)) / π}, from the last token's state before each layer and after the last
+    (L + 1 tensors of (samples, hidden)); NaN where l + n runs past the last layer."""
+    n_layers = len(states) - 1
+    columns = {}
+    for span in range(1, max_span + 1):
+        column = []
+        for start in range(n_layers):
+            if start + span > n_layers:
+                column.append(math.nan)
+                continue
+            cos = torch.nn.functional.cosine_similarity(states[start], states[start + span], dim=-1)
+            column.append((torch.arccos(cos.clamp(-1, 1)) / math.pi).mean().item())
+        columns[f"angular_{span}"] = tuple(column)
+    return columns
+
+
 def embedding_scores(model: torch.nn.Module, calib: torch.Tensor, config: EmbeddingConfig = EmbeddingConfig(),
                      progress: bool = True) -> LayerScores:
     """calib: (n_samples, seq_len) token ids, no padding."""
@@ -49,7 +83,6 @@ def embedding_scores(model: torch.nn.Module, calib: torch.Tensor, config: Embedd
     if config.max_span > n_layers:
         raise CompressError(f"angular span {config.max_span} exceeds the model's {n_layers} layers")
     cos_sum = torch.zeros(n_layers, dtype=torch.float64)
-    n_tokens = 0
     last_tokens: list[list[torch.Tensor]] = [[] for _ in range(n_layers + 1)]  # x_0 .. x_L, (batch, hidden) each
     inputs: dict[int, torch.Tensor] = {}
 
@@ -75,32 +108,15 @@ def embedding_scores(model: torch.nn.Module, calib: torch.Tensor, config: Embedd
     for i, layer in enumerate(layers):
         handles.append(layer.register_forward_pre_hook(pre_hook(i), with_kwargs=True))
         handles.append(layer.register_forward_hook(post_hook(i), with_kwargs=True))
-    device = next(model.parameters()).device
     try:
-        with torch.no_grad():
-            for batch in tqdm(calib.split(config.batch_size), desc="embedding change", unit="batch",
-                              disable=not progress, leave=False):
-                try:
-                    model(input_ids=batch.to(device), use_cache=False)
-                except _StopForward:
-                    pass
-                n_tokens += batch.numel()
+        n_tokens = _forward_until_last_layer(model, calib, config.batch_size, progress)
     finally:
         for handle in handles:
             handle.remove()
 
     mean_cos = cos_sum / n_tokens
-    states = [torch.cat(x) for x in last_tokens]  # L + 1 tensors of (samples, hidden)
-    columns = {"lim": tuple((-mean_cos).tolist()), "bi": tuple((1 - mean_cos).tolist())}
-    for span in range(1, config.max_span + 1):
-        column = []
-        for start in range(n_layers):
-            if start + span > n_layers:
-                column.append(math.nan)
-                continue
-            cos = torch.nn.functional.cosine_similarity(states[start], states[start + span], dim=-1)
-            column.append((torch.arccos(cos.clamp(-1, 1)) / math.pi).mean().item())
-        columns[f"angular_{span}"] = tuple(column)
+    columns = {"lim": tuple((-mean_cos).tolist()), "bi": tuple((1 - mean_cos).tolist()),
+               **angular_distances([torch.cat(x) for x in last_tokens], config.max_span)}
     return LayerScores(
         n_layers=n_layers,
         columns=columns,
