@@ -186,3 +186,20 @@ def test_python_api_evaluates_a_model_in_memory_as_the_cli_does_its_folder(tiny_
     assert json.loads((tmp_path / "b" / "eval.json").read_text())["tasks"] == in_memory.tasks
     with pytest.raises(compress.CompressError, match="pass the tokenizer"):
         compress.evaluate(model, config, data_dir=data_dir)
+
+
+def test_task_files_ship_as_package_data():
+    """`compress eval` runs from a plain pip install: every file of the task folder lives inside the package
+    and is matched by pyproject's package-data globs."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    import compress.evaluation
+
+    package = Path(compress.evaluation.__file__).parent
+    assert tasks_dir() == package / "tasks"
+    globs = tomllib.loads((package.parents[1] / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["compress.evaluation"]
+    files = [p.relative_to(package).as_posix() for p in (package / "tasks").iterdir() if p.is_file()]
+    assert len(files) >= 9 and all(any(fnmatch.fnmatch(f, g) for g in globs) for f in files)
