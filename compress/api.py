@@ -58,15 +58,15 @@ def score(model: Any = None, config: ScoreConfig = ScoreConfig(), *, out: str | 
           tokenizer: Any = None, data_dir: str | Path | None = None, trust_remote_code: bool = False,
           progress: bool = True) -> LayerScores:
     """`compress score`: per-layer scores; with `out`, scores.json/.csv/.png and settings.json are written."""
-    from compress import scorers as registry
     from compress.outputs import check_writable
+    from compress.scorers import needs_calib
     from compress.scorers.command import score_folder
 
     _check(model)
     if out is not None:
         check_writable(Path(out))
     root = texts = None
-    if registry.needs_calib(list(config.scorers)):  # read the text before the (slow) model load
+    if needs_calib(list(config.scorers)):  # read the text before the (slow) model load
         from compress.data import calibration_texts
         from compress.data import data_dir as resolve_data_dir
 

@@ -47,7 +47,7 @@ def test_skip_only_saves_an_ordinary_smaller_checkpoint(tiny5, data_dir, tmp_pat
     assert json.loads((repeat / "stats.json").read_text())["layers"]["removed"] == removed
 
 
-def test_skip_then_mixed_bits_on_the_remaining_layers(tiny5, data_dir, tmp_path, capsys):
+def test_skip_then_mixed_bits_on_the_remaining_layers(gptqmodel, tiny5, data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     assert _run(tiny5, data_dir, out, "--skip", "0.4", "--skip-policy", "uls", "--avg-bits", "3.4",
                 "--max-windows", "1") == 0

@@ -47,7 +47,7 @@ class ScoreConfig:
 def score_folder(model, tokenizer, config: ScoreConfig, out: Path | None, calib_root, texts,
                  progress: bool = True) -> LayerScores:
     """Score a loaded model (calibration `texts` already read from `calib_root`); with `out`, write the folder."""
-    from compress import scorers as registry
+    from compress.scorers import resolved_settings, score
 
     names, settings = list(config.scorers), config.scorer_settings()
     started = time.perf_counter()
@@ -57,7 +57,7 @@ def score_folder(model, tokenizer, config: ScoreConfig, out: Path | None, calib_
 
         tokens = calibration_samples(tokenizer, texts, n_samples=config.calib_samples,
                                      seq_len=config.calib_seq_len, seed=config.seed)
-    table = registry.score(model, names, tokens, settings, progress=progress)
+    table = score(model, names, tokens, settings, progress=progress)
     elapsed = time.perf_counter() - started
     if out is not None:
         from compress.model import model_label
@@ -69,7 +69,7 @@ def score_folder(model, tokenizer, config: ScoreConfig, out: Path | None, calib_
             "command": "score",
             "model": str(getattr(model.config, "name_or_path", "")),
             "scorers": names,
-            "settings": registry.resolved_settings(names, settings),
+            "settings": resolved_settings(names, settings),
             "calib": config.calib if tokens is not None else None,
             "calib_samples": config.calib_samples if tokens is not None else None,
             "calib_seq_len": config.calib_seq_len if tokens is not None else None,
