@@ -114,10 +114,11 @@ def from_args(cls: type[T], args: argparse.Namespace, prefix: str = "") -> T:
 
 
 def _parser(kind: Any):
-    """argparse `type` for int, float, str, their optional forms and comma lists (tuple[int, ...]). Bounds
-    and choices are the config's to check (one message, one place)."""
-    if type(None) in typing.get_args(kind):  # Optional[X] parses as X
-        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    """argparse `type` for int, float, str, comma lists (tuple[int, ...]) and their optional forms ("none" is
+    None). Bounds and choices are the config's to check (one message, one place)."""
+    if type(None) in typing.get_args(kind):  # Optional[X]: X, or the word "none"
+        inner = _parser(next(a for a in typing.get_args(kind) if a is not type(None)))
+        return lambda text: None if text.strip().lower() == "none" else inner(text)
     args = typing.get_args(kind)
     if typing.get_origin(kind) is tuple:
         item = args[0]

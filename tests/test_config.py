@@ -37,6 +37,8 @@ def test_lists_flags_and_optional_values():
     assert (config.lr_ratio, config.ratio, config.lora_rank, config.qlora) == ((1.0, 3.0), (1.0, 3.0), 8, True)
     assert parse(EvalConfig, "--tasks", "arc_easy, boolq", "--limit", "5") == EvalConfig(("arc_easy", "boolq"), 5)
     assert parse(BenchConfig, "--batch-sizes", "1,4").batches == (1, 4)
+    assert parse(RunConfig, "--max-windows", "none").ppl_windows is None  # optional settings take "none"
+    assert parse(RunConfig, "--group-size", "64").gptq.group_size == 64
 
 
 @pytest.mark.parametrize("build, message", [
