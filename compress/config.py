@@ -22,11 +22,11 @@ _SEP = "__"  # argparse dest of a nested setting: "<outer field>__<inner field>"
 
 
 def setting(default: Any, help: str, *, flag: str | None = "", minimum: float | None = None,
-            choices: tuple | None = None, metavar: str | None = None) -> Any:
+            below: float | None = None, choices: tuple | None = None, metavar: str | None = None) -> Any:
     """A config field. flag: the CLI option ("" = --field-name, None = not on the CLI); minimum: the smallest
-    valid value (None values pass); choices: the valid values."""
+    valid value, below: the bound it must stay under (None values pass); choices: the valid values."""
     return dataclasses.field(default=default, metadata={"help": help, "flag": flag, "minimum": minimum,
-                                                       "choices": choices, "metavar": metavar})
+                                                       "below": below, "choices": choices, "metavar": metavar})
 
 
 def flag_of(field: dataclasses.Field) -> str | None:
@@ -47,10 +47,17 @@ def invalid(config: Any, name: str, message: str) -> CompressError:
 
 
 def check_settings(config: Any) -> None:
-    """The bounds and choices declared with `setting`, checked for every field of `config`."""
+    """The bounds and choices declared with `setting`, checked for every field of `config`; a list given for a
+    tuple setting is stored as a tuple (frozen configs hash and compare by value)."""
     for field in dataclasses.fields(config):
-        value, low, choices = getattr(config, field.name), field.metadata.get("minimum"), field.metadata.get("choices")
+        value, low, high = getattr(config, field.name), field.metadata.get("minimum"), field.metadata.get("below")
+        if isinstance(value, list):
+            value = tuple(value)
+            object.__setattr__(config, field.name, value)
+        choices = field.metadata.get("choices")
         items = value if isinstance(value, tuple) else (value,)
+        if high is not None and any(v is not None and not (low or 0) <= v < high for v in items):
+            raise invalid(config, field.name, f"must be in [{low or 0:g}, {high:g}), got {_show(value)}")
         if low is not None and any(v is not None and v < low for v in items):
             raise invalid(config, field.name, f"must be >= {low:g}, got {_show(value)}")
         if choices is not None and value is not None and any(v not in choices for v in items):

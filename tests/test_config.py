@@ -50,7 +50,10 @@ def test_lists_flags_and_optional_values():
     (lambda: RunConfig(plan="p.json", depth=DepthConfig(skip=0.2)), r"plan \(--plan\) already says"),
     (lambda: FinetuneConfig(lr_ratio=(1.0,)), r"lr_ratio \(--lr-ratio\) must be r_min,r_max"),
     (lambda: EvalConfig(max_length=4), r"max_length \(--max-length\) must be >= 16"),
+    (lambda: DepthConfig(skip=1.0), r"skip \(--skip\) must be in \[0, 1\), got 1.0"),
+    (lambda: FinetuneConfig(warmup=-0.1), r"warmup \(--warmup\) must be in \[0, 1\), got -0.1"),
 ])
+
 def test_bad_settings_name_the_setting_for_both_kinds_of_user(build, message):
     with pytest.raises(CompressError, match=message):
         build()
@@ -67,3 +70,7 @@ def test_help_shows_each_default_once_from_the_config():
     run_help = " ".join(build_parser()._subparsers._group_actions[0].choices["run"].format_help().split())
     assert "(default: 3.25)" in run_help and "(default: 64)" in run_help and "--no-sym" in run_help
     assert "score_samples" not in run_help  # a setting without a flag stays off the CLI
+
+
+def test_lists_become_tuples():
+    assert DepthConfig(skip_layers=[3, 5]).skip_layers == (3, 5) and BenchConfig(batches=[2]).batches == (2,)

@@ -23,7 +23,6 @@ class BenchConfig:
                            "`vllm bench latency`; needs vllm and a CUDA GPU)", choices=BACKENDS)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "batches", tuple(self.batches))
         check_settings(self)
         if self.backend == "vllm" and self.device == "cpu":
             raise invalid(self, "backend", "vllm runs on CUDA only: drop device cpu (--device cpu) or use hf")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from compress.config import check_settings, invalid, setting
+from compress.config import check_settings, setting
 from compress.errors import CompressError
 
 # --skip-policy -> what it does (the literal registry; its lookup error lists these names)
@@ -29,16 +29,13 @@ class DepthConfig:
     """Which decoder layers `compress run` removes before it plans bits."""
 
     skip: float = setting(0.0, "remove this fraction of the decoder layers first (round(skip * L) layers), then "
-                          "plan bits on the rest")
+                          "plan bits on the rest", minimum=0, below=1)
     skip_policy: str = setting("bi", "which layers --skip removes: bi (ShortGPT), angular (Gromov et al. "
                                "contiguous block), uls (evenly spaced), greedy (measured), random")
     skip_layers: tuple[int, ...] = setting((), "remove exactly these layers instead: comma list, e.g. 3,5,7")
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "skip_layers", tuple(self.skip_layers))
         check_settings(self)
-        if not 0 <= self.skip < 1:
-            raise invalid(self, "skip", f"is the fraction of layers to remove, in [0, 1); got {self.skip:g}")
         if self.skip and self.skip_layers:
             raise CompressError("give skip (--skip) or skip_layers (--skip-layers), not both")
         check_policy(self.skip_policy)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from compress.config import check_settings, invalid, setting
+from compress.config import check_settings, setting
 from compress.errors import CompressError
 
 
@@ -16,15 +16,11 @@ class GenerateConfig:
 
     max_new_tokens: int = setting(64, "new tokens (greedy)", minimum=1)
     decode_skip: float = setting(0.0, "fraction of layers the new tokens skip, evenly spaced, first and last kept "
-                                 "(ULS); their KV entries copy the nearest kept layer below")
+                                 "(ULS); their KV entries copy the nearest kept layer below", minimum=0, below=1)
     skip_layers: tuple[int, ...] = setting((), "skip exactly these layers while decoding: comma list")
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "skip_layers", tuple(self.skip_layers))
         check_settings(self)
-        if not 0 <= self.decode_skip < 1:
-            raise invalid(self, "decode_skip", f"is the fraction of layers to skip, in [0, 1); got "
-                          f"{self.decode_skip:g}")
         if self.decode_skip and self.skip_layers:
             raise CompressError("give decode_skip (--decode-skip) or skip_layers (--skip-layers), not both")
 

@@ -38,7 +38,6 @@ class EvalConfig:
                           "holds under the same limit, max length and data dir (reused by default)")
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "tasks", tuple(self.tasks))
         check_settings(self)
 
 

@@ -41,7 +41,7 @@ class FinetuneConfig:
     optimizer: str = setting("adamw", "adamw, or muon (Muon for hidden matrices + AdamW)")
     batch_size: int = setting(4, "sequences per step", minimum=1)
     seq_len: int = setting(256, "tokens per sequence", minimum=2)
-    warmup: float = setting(0.1, "warm-up, fraction of the steps in [0, 1)")
+    warmup: float = setting(0.1, "warm-up, fraction of the steps", minimum=0, below=1)
     weight_decay: float = setting(0.1, "AdamW weight decay (norms and biases get none)", minimum=0)
     grad_clip: float = setting(1.0, "gradient-norm clip", flag=None)
     every: int = setting(100, "α recomputed every K steps ...", flag=None, minimum=1)
@@ -71,8 +71,6 @@ class FinetuneConfig:
         lr_policy(self.lr_policy, *self.ratio)  # unknown policy, r_min > r_max
         if self.optimizer not in OPTIMIZERS:
             raise invalid(self, "optimizer", f"{self.optimizer!r} is unknown; valid: {', '.join(OPTIMIZERS)}")
-        if not 0 <= self.warmup < 1:
-            raise invalid(self, "warmup", f"is a fraction of the steps in [0, 1), got {self.warmup:g}")
 
     @property
     def ratio(self) -> tuple[float | None, float | None]:
