@@ -56,15 +56,16 @@ def _check(model) -> None:
 
 def score(model: Any = None, config: ScoreConfig = ScoreConfig(), *, out: str | Path | None = None,
           tokenizer: Any = None, data_dir: str | Path | None = None, trust_remote_code: bool = False,
-          progress: bool = True) -> LayerScores:
-    """`compress score`: per-layer scores; with `out`, scores.json/.csv/.png and settings.json are written."""
-    from compress.outputs import check_writable
+          progress: bool = True, overwrite: bool = False) -> LayerScores:
+    """`compress score`: per-layer scores; with `out` (new or empty, or `overwrite`), scores.json/.csv/.png and
+    settings.json are written."""
+    from compress.outputs import claim_output
     from compress.scorers import needs_calib
     from compress.scorers.command import score_folder
 
     _check(model)
     if out is not None:
-        check_writable(Path(out))
+        claim_output(out, overwrite=overwrite, source=model if isinstance(model, (str, Path)) else None)
     root = texts = None
     if needs_calib(list(config.scorers)):  # read the text before the (slow) model load
         from compress.data import calibration_texts
@@ -94,31 +95,33 @@ def ppl(model: Any = None, config: PplConfig = PplConfig(), *, tokenizer: Any = 
 def generate(model: Any = None, config: GenerateConfig = GenerateConfig(), *, prompt: str, tokenizer: Any = None,
              trust_remote_code: bool = False) -> Generation:
     """`compress generate`: greedy generation; the new tokens bypass config.decode_skip / skip_layers."""
-    from compress.depth.generate import generate_text
+    from compress.depth.generate import check_prompt, generate_text
 
+    check_prompt(prompt)  # before the model load
+    _check(model)
     model, tokenizer = _load(model, tokenizer, trust_remote_code, quantized=True)
     return generate_text(model, tokenizer, prompt, config)
 
 
 def run(model: str | None = None, config: RunConfig = RunConfig(), *, out: str | Path,
-        data_dir: str | Path | None = None, progress: bool = True) -> RunResult:
+        data_dir: str | Path | None = None, progress: bool = True, overwrite: bool = False) -> RunResult:
     """`compress run`: [remove layers] -> score -> plan -> GPTQ -> one output folder (compress.pipeline)."""
     from compress.pipeline.runner import run as run_pipeline
 
-    return run_pipeline(model, config, out, data_dir=data_dir, progress=progress)
+    return run_pipeline(model, config, out, data_dir=data_dir, progress=progress, overwrite=overwrite)
 
 
 def finetune(model: str | None = None, config: FinetuneConfig = FinetuneConfig(), *, out: str | Path,
-             data_dir: str | Path | None = None, progress: bool = True) -> FinetuneResult:
+             data_dir: str | Path | None = None, progress: bool = True, overwrite: bool = False) -> FinetuneResult:
     """`compress finetune`: LLR or uniform-LR fine-tuning, full or LoRA/QLoRA (compress.training)."""
     from compress.training.train import run_finetune
 
-    return run_finetune(model, config, out, data_dir=data_dir, progress=progress)
+    return run_finetune(model, config, out, data_dir=data_dir, progress=progress, overwrite=overwrite)
 
 
 def evaluate(model: Any = None, config: EvalConfig = EvalConfig(), *, out: str | Path | None = None,
              baseline: str | None = None, tokenizer: Any = None, data_dir: str | Path | None = None,
-             trust_remote_code: bool = False) -> EvalResult:
+             trust_remote_code: bool = False, overwrite: bool = False) -> EvalResult:
     """`compress eval`: lm-eval tasks with recovery against `baseline` (compress.evaluation). A loaded model
     (with `tokenizer`) is evaluated as it is in memory; a model folder's earlier eval.json is reused."""
     from compress.evaluation.lmeval import run_eval
@@ -130,21 +133,21 @@ def evaluate(model: Any = None, config: EvalConfig = EvalConfig(), *, out: str |
     elif model is not None:
         model = str(model)
     return run_eval(model, config, baseline=baseline, data_dir=data_dir, out=Path(out) if out else None,
-                    trust_remote_code=trust_remote_code)
+                    trust_remote_code=trust_remote_code, overwrite=overwrite)
 
 
 def bench(model: str | None = None, config: BenchConfig = BenchConfig(), *, out: str | Path | None = None,
           baseline: str | None = None, data_dir: str | Path | None = None,
-          trust_remote_code: bool = False) -> BenchResult:
+          trust_remote_code: bool = False, overwrite: bool = False) -> BenchResult:
     """`compress bench`: latency, throughput, memory and size, each model in its own process (compress.benchmark)."""
     from compress.benchmark.command import run_bench
 
     return run_bench(model, config, baseline=baseline, data_dir=data_dir, out=Path(out) if out else None,
-                     trust_remote_code=trust_remote_code)
+                     trust_remote_code=trust_remote_code, overwrite=overwrite)
 
 
-def report(runs: Sequence[str | Path], *, out: str | Path | None = None) -> Path:
+def report(runs: Sequence[str | Path], *, out: str | Path | None = None, overwrite: bool = False) -> Path:
     """`compress report`: report.md and figures of output folders; returns the report's path."""
     from compress.reporting.folders import write_report
 
-    return write_report([Path(r) for r in runs], Path(out) if out else None)
+    return write_report([Path(r) for r in runs], Path(out) if out else None, overwrite=overwrite)

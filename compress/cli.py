@@ -35,12 +35,17 @@ def _shared(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
+def _overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true", help="replace what --out already holds (default: refuse)")
+
+
 def _command(sub, name: str, help: str, config, handler, model, out_help: str | None):
     p = sub.add_parser(name, help=help, description=help)
     model(p)
     add_arguments(p, config)
     if out_help is not None:
         p.add_argument("--out", default=None, help=out_help)
+        _overwrite(p)
     _shared(p)
     p.set_defaults(handler=handler, config_class=config)
     return p
@@ -53,12 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"compress {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _command(sub, "score", "per-layer scores (alpha, LIM/BI/angular, ZD): table, CSV, JSON, PNG", api.ScoreConfig,
-             cmd_score, _model_option, "output folder (default: runs/score-<model>)")
+             cmd_score, _model_option, "output folder, new or empty (default: runs/score-<model>)")
     _command(sub, "run", "score -> per-layer bits -> GPTQ checkpoint (gptqmodel), ppl before/after", api.RunConfig,
-             cmd_run, _model_option, "output folder, must not exist (default: runs/run-<model>-<bits>)")
+             cmd_run, _model_option, "output folder, new or empty (default: runs/run-<model>-<bits>)")
     _command(sub, "finetune", "fine-tune with heavy-tail-guided layerwise learning rates (LLR) or one LR",
              api.FinetuneConfig, cmd_finetune, _model_option,
-             "output folder, must not exist (default: runs/finetune-<model>-<policy>)")
+             "output folder, new or empty (default: runs/finetune-<model>-<policy>)")
     g = _command(sub, "generate", "greedy generation; --decode-skip skips layers for the new tokens (Unified "
                  "Layer Skipping: the prompt runs through all layers)", api.GenerateConfig, cmd_generate,
                  _model_option, None)
@@ -75,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="report.md of output folders: layers, eval with recovery, bench, trade-off")
     rp.add_argument("runs", nargs="+", help="output folders of compress run / eval / bench")
     rp.add_argument("--out", default=None, help="folder for report.md and figures (default: the first RUN)")
+    _overwrite(rp)
     rp.add_argument("--debug", action="store_true", help="show tracebacks")
     rp.set_defaults(handler=cmd_report, config_class=None)
     _command(sub, "ppl", "WikiText-2 raw test perplexity (non-overlapping windows, paper style)", api.PplConfig,
@@ -84,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_score(args: argparse.Namespace, config) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"score-{model_slug(args.model)}"
-    table = api.score(args.model, config, out=out, data_dir=args.data_dir, trust_remote_code=args.trust_remote_code)
+    table = api.score(args.model, config, out=out, data_dir=args.data_dir, trust_remote_code=args.trust_remote_code,
+                      overwrite=args.overwrite)
     print(table.table(tuple(c for c in _TABLE_COLUMNS if c in table.columns)))
     rows = [r for r in table.matrices if r.get("scorer") == "zd"]
     if rows:
@@ -107,8 +114,15 @@ def cmd_run(args: argparse.Namespace, config) -> int:
     if depth.skip:
         label = f"skip{depth.skip:g}-{depth.skip_policy}-{label}"
     out = Path(args.out) if args.out else Path("runs") / f"run-{model_slug(args.model)}-{label}"
-    result = api.run(args.model, config, out=out, data_dir=args.data_dir)
+    result = api.run(args.model, config, out=out, data_dir=args.data_dir, overwrite=args.overwrite)
     plan, stats = result.plan, result.stats
+    if stats["method"] == "dry-run":
+        print(stats["table"])
+        print(f"dry run: decoder layers {stats['decoder_bytes'] / 2**20:.1f} MiB at {stats['effective_bits']:.3f} "
+              f"effective bits per weight (group size {stats['group_size']}); checkpoint ~{stats['size_bytes'] / 2**20:.1f}"
+              f" MiB with the embeddings and norms in fp16\nloads in: {', '.join(stats['serving'])}\nnothing "
+              f"quantized or written (drop --dry-run to run it into {out})")
+        return 0
     print(plan.table(_score_column(plan, result.scores, result.skip_scores, bits.scorer)))
     layers = stats["layers"]
     if layers["removed"]:
@@ -139,7 +153,7 @@ def _score_column(plan, scores, skip_scores, scorer: str) -> dict:
 
 def cmd_finetune(args: argparse.Namespace, config) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"finetune-{model_slug(args.model)}-{config.lr_policy}"
-    result = api.finetune(args.model, config, out=out, data_dir=args.data_dir)
+    result = api.finetune(args.model, config, out=out, data_dir=args.data_dir, overwrite=args.overwrite)
     (first_step, first), (last_step, last) = result.eval[0], result.eval[-1]
     print(f"eval loss (WikiText-2 test, {config.eval_windows} x {config.seq_len} tokens): {first:.4f} at step "
           f"{first_step}, {last:.4f} at step {last_step}; {result.seconds:.0f} s")
@@ -160,7 +174,7 @@ def cmd_eval(args: argparse.Namespace, config) -> int:
     from compress.evaluation.lmeval import markdown
 
     result = api.evaluate(args.model, config, baseline=args.baseline, data_dir=args.data_dir, out=args.out,
-                          trust_remote_code=args.trust_remote_code)
+                          trust_remote_code=args.trust_remote_code, overwrite=args.overwrite)
     print(markdown(result.to_dict()))
     return 0
 
@@ -169,45 +183,65 @@ def cmd_bench(args: argparse.Namespace, config) -> int:
     from compress.benchmark.tables import markdown
 
     result = api.bench(args.model, config, baseline=args.baseline, data_dir=args.data_dir, out=args.out,
-                       trust_remote_code=args.trust_remote_code)
+                       trust_remote_code=args.trust_remote_code, overwrite=args.overwrite)
     print(markdown(result.to_dict()))
     return 0
 
 
 def cmd_report(args: argparse.Namespace, config) -> int:
-    print(f"wrote {api.report(args.runs, out=args.out)}")
+    print(f"wrote {api.report(args.runs, out=args.out, overwrite=args.overwrite)}")
     return 0
 
 
 def cmd_ppl(args: argparse.Namespace, config) -> int:
-    from compress.outputs import check_writable, write_folder
+    from compress.outputs import check_file_out, write_file
     from compress.provenance import versions
 
     if args.out:
-        check_writable(Path(args.out).parent)
+        check_file_out(Path(args.out), args.overwrite)
     result = api.ppl(args.model, config, data_dir=args.data_dir, trust_remote_code=args.trust_remote_code)
     print(result.summary())
     if args.out:
         out = Path(args.out)
         record = {"model": args.model or api.BUNDLED, "data": "WikiText-2 raw test", **result.to_dict(),
                   "versions": versions()}
-        write_folder(out.parent, {out.name: json.dumps(record, indent=1) + "\n"})
+        write_file(out, json.dumps(record, indent=1) + "\n", args.overwrite)
     return 0
 
 
 # Import-time warnings of optional libraries that say nothing about the user's run (torchao, pulled in by
 # gptqmodel, warns about CUDA-only extensions on CPU machines; torch about an Enum registration).
-_QUIET_LOGGERS = ("torchao", "torch.utils._pytree")
+_QUIET_LOGGERS = ("torchao", "torch.utils._pytree", "lm_eval", "lm-eval")
+# Library chatter kept off the terminal unless --debug: transformers' warnings and load reports (compress checks
+# the load report itself and says in one line what is wrong) and weight-loading/-writing bars.
+_QUIET_ENV = {"TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_HUB_VERBOSITY": "error",
+              "DATASETS_VERBOSITY": "error",
+              "TF_CPP_MIN_LOG_LEVEL": "3", "GPTQMODEL_LOG_LEVEL": "ERROR"}
+
+
+def quiet_libraries(debug: bool) -> None:
+    """Keep library noise out of the terminal (before those libraries are imported); --debug keeps all of it."""
+    import logging
+    import os
+
+    if debug:
+        return
+    for key, value in _QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if "transformers" in sys.modules:  # imported already (the API in a notebook, tests): the env came too late
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
 
 
 def main(argv: list[str] | None = None) -> int:
     """The CLI: every CompressError (bad option, bad file, bad setting) is one line on stderr and exit 2."""
-    import logging
-
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
-    for name in _QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
+    quiet_libraries(debug)
     try:
         args = build_parser().parse_args(argv)
         config = from_args(args.config_class, args) if args.config_class else None
@@ -220,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("compress: interrupted", file=sys.stderr)
         return 130
+    finally:  # a failed command gives up its --out (lock file included) at once, not at interpreter exit
+        from compress.outputs import release_all
+
+        release_all()
 
 
 if __name__ == "__main__":

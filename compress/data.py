@@ -6,13 +6,13 @@ calibration source is the WikiText-2 *valid* split (the tokenized variant, detok
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from compress.errors import CompressError
+from compress.files import jsonl_texts, read_text
 
 if TYPE_CHECKING:
     import torch
@@ -71,11 +71,11 @@ def wikitext2_rows(split: str, root: Path | None) -> list[str]:
     if root is None:
         return _hub_rows("Salesforce/wikitext", "wikitext-2-raw-v1", split, "text")
     if split == "test":
-        raw = _data_file(root, WIKITEXT2_TEST_RAW).read_text(encoding="utf-8")
+        raw = read_text(_data_file(root, WIKITEXT2_TEST_RAW), "data file")
         # Exact inverse of the .raw layout: blank lines are " \n" in the file and "" in the HF rows.
         return [line if line.strip() else "" for line in raw.splitlines(keepends=True)]
     if split == "validation":
-        tokens = _data_file(root, WIKITEXT2_VALID_TOKENS).read_text(encoding="utf-8")
+        tokens = read_text(_data_file(root, WIKITEXT2_VALID_TOKENS), "data file")
         return [detokenize_wikitext(line) if line.strip() else "" for line in tokens.splitlines(keepends=True)]
     raise CompressError(f"unknown WikiText-2 split {split!r}: use test or validation")
 
@@ -101,25 +101,12 @@ def detokenize_wikitext(text: str) -> str:
 
 
 def _file_texts(path: Path) -> list[str]:
-    """A .txt file is one text; a .jsonl file gives one text per line from its "text" field
-    (else its first string field)."""
+    """A .txt file is one text; a .jsonl file gives one text per line from its string "text" field. A file that
+    is not UTF-8, is empty, or has a line without a string "text" is refused by name (and line)."""
     if path.suffix == ".txt":
-        return [path.read_text(encoding="utf-8")]
+        return [read_text(path, "calibration file")]
     if path.suffix == ".jsonl":
-        texts = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise CompressError(f"{path}:{number} is not valid JSON ({e.msg})") from e
-            text = record.get("text") if isinstance(record, dict) else None
-            if text is None and isinstance(record, dict):
-                text = next((v for v in record.values() if isinstance(v, str)), None)
-            if text:
-                texts.append(text)
-        return texts
+        return [text for _, text in jsonl_texts(path, "text") if text.strip()]
     raise CompressError(f"calibration file {path} must be .txt or .jsonl")
 
 
@@ -145,7 +132,7 @@ def calibration_texts(source: str = DEFAULT_CALIB, root: Path | None = None) -> 
     if source == "boolq-passages":
         if root is None:
             return _hub_rows("google/boolq", None, "validation", "passage")  # type: ignore[arg-type]
-        return [json.loads(line)["passage"] for line in _data_file(root, BOOLQ_DEV).read_text().splitlines()]
+        return [text for _, text in jsonl_texts(_data_file(root, BOOLQ_DEV), "passage")]
     raise CompressError(
         f"unknown calibration source {source!r}: use one of {', '.join(CALIB_SOURCES)} or a .txt/.jsonl path"
     )

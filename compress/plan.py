@@ -108,29 +108,18 @@ class Plan:
         return json.dumps({"format": 1, "layers": [asdict(d) for d in self.layers]}, indent=1)
 
     @classmethod
-    def from_json(cls, text: str) -> "Plan":
+    def from_json(cls, text: str, source: str = "plan.json") -> "Plan":
+        """The plan a plan.json holds; `source` names the file in every refusal (wrong shape, types, values)."""
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
-            raise CompressError(f"plan.json is not valid JSON ({e.msg} at line {e.lineno})") from e
+            raise CompressError(f"{source} is not valid JSON ({e.msg} at line {e.lineno})") from e
         if not isinstance(data, dict) or data.get("format") != 1 or not isinstance(data.get("layers"), list):
-            raise CompressError('plan.json must be {"format": 1, "layers": [...]}')
-        valid = {f.name for f in fields(LayerDecision)}
-        rows = []
-        for row in data["layers"]:
-            if isinstance(row, dict):  # plans written before 0.2 carry an unused lr_mult
-                row = {k: v for k, v in row.items() if k != "lr_mult"}
-            unknown = set(row) - valid
-            if unknown:
-                raise CompressError(f"plan.json row has unknown keys {sorted(unknown)}; valid: {sorted(valid)}")
-            try:
-                rows.append(LayerDecision(**row))
-            except (TypeError, ValueError) as e:
-                raise CompressError(f"plan.json: {e}") from e
+            raise CompressError(f'{source} must be {{"format": 1, "layers": [...]}}')
         try:
-            return cls(tuple(rows))
-        except ValueError as e:
-            raise CompressError(f"plan.json: {e}") from e
+            return cls(tuple(_decision(row, n) for n, row in enumerate(data["layers"])))
+        except (TypeError, ValueError) as e:
+            raise CompressError(f"{source}: {e}") from e
 
     def table(self, extra: dict[str, Sequence[Any]] | None = None) -> str:
         """Aligned text: layer | extra columns (e.g. the score used) | bits | skip | reason."""
@@ -143,6 +132,26 @@ class Plan:
         lines += ["  ".join(v.ljust(w) if c == len(heads) - 1 else v.rjust(w) for c, (v, w) in
                             enumerate(zip(r, widths))) for r in rows]
         return "\n".join(line.rstrip() for line in lines)
+
+
+_ROW_TYPES = {"index": int, "bits": int, "skip": bool, "reason": str}
+
+
+def _decision(row: Any, position: int) -> LayerDecision:
+    """One plan.json row, its keys and types checked (bool is not an int here: "bits": true is refused)."""
+    if not isinstance(row, dict):
+        raise TypeError(f"row {position} must be an object, got {type(row).__name__}")
+    row = {k: v for k, v in row.items() if k != "lr_mult"}  # plans written before 0.2 carry an unused lr_mult
+    unknown = set(row) - set(_ROW_TYPES)
+    if unknown:
+        raise TypeError(f"row {position} has unknown keys {sorted(unknown)}; valid: {sorted(_ROW_TYPES)}")
+    for key, kind in _ROW_TYPES.items():
+        value = row.get(key)
+        if key in row and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+            raise TypeError(f"row {position}: {key} must be {kind.__name__}, got {json.dumps(value)}")
+    if "index" not in row:
+        raise TypeError(f"row {position} has no index")
+    return LayerDecision(**row)
 
 
 def _fmt(value: Any) -> str:

@@ -49,7 +49,7 @@ def test_refuses_to_calibrate_on_the_test_file(data_dir):
 
 def test_txt_and_jsonl_sources(tmp_path):
     (tmp_path / "a.txt").write_text("hello world")
-    (tmp_path / "b.jsonl").write_text(json.dumps({"text": "one"}) + "\n\n" + json.dumps({"id": 3, "body": "two"}) + "\n")
+    (tmp_path / "b.jsonl").write_text(json.dumps({"text": "one"}) + "\n\n" + json.dumps({"id": 3, "text": "two"}) + "\n")
     assert calibration_texts(str(tmp_path / "a.txt")) == ["hello world"]
     assert calibration_texts(str(tmp_path / "b.jsonl")) == ["one", "two"]
     (tmp_path / "bad.jsonl").write_text("{not json\n")

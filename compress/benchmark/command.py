@@ -30,14 +30,17 @@ class BenchResult:
         return asdict(self)
 
 
+BENCH_FILES = ("bench.json", "bench.md", "bench.png")
+
+
 def run_bench(model_spec: str | None, config: BenchConfig = BenchConfig(), baseline: str | None = None,
               data_dir=None, out: Path | None = None, trust_remote_code: bool = False, label: str | None = None,
-              baseline_label: str | None = None) -> BenchResult:
+              baseline_label: str | None = None, overwrite: bool = False) -> BenchResult:
     """`compress bench`: the model's record (and the baseline's), also written as bench.json / bench.md /
     bench.png into `out` (default: the model folder, or runs/bench-<model>)."""
     from compress.data import data_dir as resolve_data_dir
     from compress.model import check_model_spec, resolve_device
-    from compress.outputs import check_writable, default_out, model_slug, write_folder
+    from compress.outputs import claim_output, default_out, model_slug, write_folder
     from compress.provenance import versions
 
     root = resolve_data_dir(data_dir)
@@ -49,8 +52,17 @@ def run_bench(model_spec: str | None, config: BenchConfig = BenchConfig(), basel
             from compress.benchmark.vllm import check_vllm
 
             check_vllm(spec)
-    out = Path(out) if out else default_out(model_spec, "bench")
-    check_writable(out)
+        check_context(spec, config, trust_remote_code)
+    out = claim_output(Path(out) if out else default_out(model_spec, "bench"), overwrite=overwrite,
+                       records=BENCH_FILES)
+    if config.backend == "hf":
+        from compress.model.preflight import check_forward
+
+        length = config.input_len + config.output_len
+        runs = (config.warmup + config.repeats) * sum(config.batches) * length
+        for spec, _ in specs:
+            check_forward("bench", spec, out, resolve_device(config.device), batch=max(config.batches),
+                          tokens=length, total_tokens=runs, batch_flag="--batch-sizes")
     models = []
     for spec, name in specs:
         record = bench_in_subprocess(spec, config, root, trust_remote_code)
@@ -61,6 +73,17 @@ def run_bench(model_spec: str | None, config: BenchConfig = BenchConfig(), basel
     write_folder(out, {"bench.json": json.dumps(result, indent=1) + "\n", "bench.md": markdown(result),
                        "bench.png": lambda path: plot(result, path)})
     return BenchResult(**result)
+
+
+def check_context(spec: str | None, config: BenchConfig, trust_remote_code: bool) -> None:
+    """input_len + output_len must fit the model's context: refused before any model loads."""
+    from compress.config import invalid
+    from compress.model import context_length
+
+    context = context_length(spec, trust_remote_code)
+    if context is not None and config.input_len + config.output_len > context:
+        raise invalid(config, "input_len", f"{config.input_len} + output_len {config.output_len} passes the "
+                      f"context of {spec or 'the bundled model'} ({context} tokens): lower them")
 
 
 def bench_in_subprocess(spec: str | None, config: BenchConfig, data_root: Path | None,

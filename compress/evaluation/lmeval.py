@@ -55,6 +55,8 @@ def resolve_tasks(config: EvalConfig, data_root: Path | None) -> list[str]:
 def evaluate_model(model, tokenizer, names: list[str], config: EvalConfig, data_root: Path | None) -> dict:
     """{task: {"metrics": {metric: {"value", "stderr"}}, "primary", "higher_is_better", "version", "samples"}}
     for a loaded model, through lm-eval's simple_evaluate."""
+    from unittest import mock
+
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
@@ -69,8 +71,20 @@ def evaluate_model(model, tokenizer, names: list[str], config: EvalConfig, data_
             from lm_eval.tasks import TaskManager
 
             manager = TaskManager()
-        out = lm_eval.simple_evaluate(model=lm, tasks=names, task_manager=manager, limit=config.limit,
-                                      num_fewshot=0, bootstrap_iters=config.bootstrap_iters, log_samples=False)
+        # lm-eval records `git describe` of the working folder (not of the model or of lm-eval), and git prints
+        # "fatal: not a git repository" outside a checkout; eval.json records versions() instead.
+        with mock.patch("lm_eval.evaluator.get_git_commit_hash", return_value=None):
+            try:
+                out = lm_eval.simple_evaluate(model=lm, tasks=names, task_manager=manager, limit=config.limit,
+                                              num_fewshot=0, bootstrap_iters=config.bootstrap_iters,
+                                              log_samples=False)
+            except (ConnectionError, OSError) as e:  # hub tasks without a network
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise CompressError(f"lm-eval could not read the task data ({first}): pass --data-dir DIR (or "
+                                    f"set COMPRESS_DATA_DIR) to use the local copies, or go online") from e
+            except AssertionError as e:  # lm-eval asserts a continuation fits the context
+                raise CompressError(f"lm-eval: an answer of {', '.join(names)} is longer than the model's context "
+                                    f"({lm.max_length} tokens): this model cannot be scored on it") from e
     return {name: task_record(name, out) for name in names}
 
 
@@ -172,7 +186,8 @@ class EvalResult:
 
 
 def run_eval(model_spec: str | None, config: EvalConfig = EvalConfig(), baseline: str | None = None,
-             data_dir=None, out: Path | None = None, trust_remote_code: bool = False) -> EvalResult:
+             data_dir=None, out: Path | None = None, trust_remote_code: bool = False,
+             overwrite: bool = False) -> EvalResult:
     """`compress eval`: evaluate a model against a baseline, write eval.json and eval.md into `out` (default:
     the model folder). `model_spec` (and `baseline`) is a model spec or a loaded (model, tokenizer) pair.
 
@@ -180,17 +195,25 @@ def run_eval(model_spec: str | None, config: EvalConfig = EvalConfig(), baseline
     dir are taken from it instead of evaluated again (`config.rerun` evaluates the model's anyway), so adding
     a task to a finished evaluation runs only that task."""
     from compress.data import data_dir as resolve_data_dir
-    from compress.outputs import check_writable, default_out, write_folder
+    from compress.outputs import claim_output, default_out, write_folder
     from compress.provenance import versions
 
     root = resolve_data_dir(data_dir)
     names = resolve_tasks(config, root)
     out = Path(out) if out else (Path("runs") / f"eval-{_label(model_spec)}" if _loaded(model_spec)
                                  else default_out(model_spec, "eval"))
-    check_writable(out)
+    settings = {**asdict(config), "tasks": names}
+    claim_output(out, overwrite=overwrite, records=())
+    if not overwrite:
+        check_nothing_dropped(out / "eval.json", names, settings, root)
+    if not _loaded(model_spec):
+        from compress.model.preflight import check_forward
+
+        # ~4 choices of ~128 tokens per document; 2000 documents a task when no limit is set
+        check_forward("eval", model_spec, out, "cpu", batch=config.batch_size, tokens=config.max_length or 256,
+                      total_tokens=len(names) * (config.limit or 2000) * 4 * 128, batch_flag="--batch-size")
     import lm_eval
 
-    settings = {**asdict(config), "tasks": names}
     saved = {} if config.rerun else saved_results(model_spec, names, settings, root)
     result = {"model": _label(model_spec), "data_dir": str(root) if root else None, "settings": settings,
               "tasks": _evaluate_missing(model_spec, names, saved, config, root, trust_remote_code),
@@ -206,16 +229,37 @@ def run_eval(model_spec: str | None, config: EvalConfig = EvalConfig(), baseline
     return EvalResult(**result)
 
 
+def check_nothing_dropped(path: Path, names: list[str], settings: dict, root: Path | None) -> None:
+    """An eval.json at --out is replaced only when the new one keeps all it holds (same settings, its tasks
+    among `names`: they are reused, so adding a task to --tasks extends it), else only with --overwrite."""
+    if not path.is_file():
+        return
+    from compress.files import read_record
+
+    saved = read_record(path, "eval.json", {"tasks": dict, "settings": dict})
+    dropped = sorted(set(saved["tasks"]) - set(names))
+    if dropped or not _same_settings(saved, settings, root):
+        what = f"tasks {', '.join(dropped)} that --tasks leaves out" if dropped else "results under other settings"
+        raise CompressError(f"{path} holds {what}: add them to --tasks, pass --overwrite to replace it, or "
+                            f"choose another --out")
+
+
+def _same_settings(saved: dict, settings: dict, root: Path | None) -> bool:
+    return (all(saved["settings"].get(key) == settings[key] for key in ("limit", "max_length"))
+            and saved.get("data_dir") == (str(root) if root else None))
+
+
 def saved_results(spec: str | None, names: list[str], settings: dict, root: Path | None) -> dict:
     """{task: record} of the tasks among `names` that the model folder's own eval.json holds under the same
     limit, max_length and data dir ({} when it has none). Records are taken from the model's side only."""
     path = Path(spec) / "eval.json" if isinstance(spec, str) and Path(spec).is_dir() else None
     if path is None or not path.is_file():
         return {}
-    saved = json.loads(path.read_text())
-    same = (all(saved.get("settings", {}).get(key) == settings[key] for key in ("limit", "max_length"))
-            and saved.get("data_dir") == (str(root) if root else None))
-    return {name: saved["tasks"][name] for name in names if name in saved.get("tasks", {})} if same else {}
+    from compress.files import read_record
+
+    saved = read_record(path, "eval.json", {"tasks": dict, "settings": dict})
+    same = _same_settings(saved, settings, root)
+    return {name: saved["tasks"][name] for name in names if name in saved["tasks"]} if same else {}
 
 
 def _evaluate_missing(spec: str | None, names: list[str], saved: dict, config: EvalConfig, root,

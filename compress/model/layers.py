@@ -104,10 +104,18 @@ def model_label(model: nn.Module) -> str:
     return Path(name).name.removesuffix(".gguf") or type(model).__name__
 
 
+CONTEXT_FIELDS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+
+
 def max_positions(model: nn.Module) -> int | None:
     """The model's context length from its config, if it states one."""
-    cfg = model.config
-    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+    return config_context(model.config)
+
+
+def config_context(cfg) -> int | None:
+    """Context length (tokens) a transformers config states, if any."""
+    cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    for key in CONTEXT_FIELDS:
         value = getattr(cfg, key, None)
         if isinstance(value, int) and value > 0:
             return value

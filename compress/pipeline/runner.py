@@ -45,6 +45,8 @@ class RunConfig:
                                  flag=None, minimum=1)
     ppl_windows: int | None = setting(4, "WikiText-2 test windows of 2048 tokens for perplexity before/after "
                                       "(0: skip the measurement; none: all)", flag="--max-windows", minimum=0)
+    dry_run: bool = setting(False, "print the plan (bits and MiB per layer, effective bits), what the run needs "
+                            "and which engines load the result; quantize and write nothing")
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -66,21 +68,23 @@ class RunResult:
 
 
 def run(model: str | None, config: RunConfig = RunConfig(), out: str | Path = "runs/run", data_dir=None,
-        progress: bool = True) -> RunResult:
+        progress: bool = True, overwrite: bool = False) -> RunResult:
     """[remove layers] -> score -> plan -> GPTQ (or save) -> perplexity before/after, into `out`."""
     from compress.data import calibration_samples, calibration_texts, wikitext2_test_text
     from compress.data import data_dir as resolve_data_dir
     from compress.evaluation.perplexity import perplexity
     from compress.model import check_model_spec, layer_count, load_model
-    from compress.outputs import check_writable, staged_folder
+    from compress.outputs import check_writable, claim_output, staged_folder
+    from compress.pipeline.dry_run import run_preflight
 
-    out = Path(out)
-    if out.exists():
-        raise CompressError(f"{out} already exists: choose a new --out")
-    check_writable(out)
     check_model_spec(model)
+    out = Path(out)
+    if config.dry_run:
+        check_writable(out)
+    else:
+        claim_output(out, overwrite=overwrite, source=model)
     root = resolve_data_dir(data_dir)
-    measure = config.ppl_windows != 0  # perplexity before/after (0: skip)
+    measure = config.ppl_windows != 0 and not config.dry_run  # perplexity before/after (0: skip)
     texts = calibration_texts(config.calib, root)
     test_text = wikitext2_test_text(root) if measure else None
     given = _read_plan(config.plan)
@@ -89,12 +93,15 @@ def run(model: str | None, config: RunConfig = RunConfig(), out: str | Path = "r
         given.check_layers(n_layers)
     else:
         _skip_count(config.depth, n_layers)
+    run_preflight(model, config, None if config.dry_run else out)
     fp_model, tokenizer = load_model(model)
     calib = calibration_samples(tokenizer, texts, n_samples=config.calib_samples, seq_len=config.calib_seq_len,
                                 seed=config.seed)
     test_ids = tokenizer(test_text, return_tensors="pt").input_ids[0] if measure else None
     before = perplexity(fp_model, test_ids, max_windows=config.ppl_windows, progress=progress) if measure else None
     decided = _decide(fp_model, config, given, calib, progress)
+    if config.dry_run:
+        return _dry_run(fp_model, config, decided, out, n_layers)
     quantize = decided.plan.reduced().bits != (16,) * len(decided.plan.kept)
 
     with staged_folder(out) as tmp:
@@ -124,12 +131,26 @@ class _Decision:
     trace: list
 
 
+def _dry_run(fp_model, config: RunConfig, decided: _Decision, out: Path, n_layers: int) -> RunResult:
+    """The plan with its bytes and serving paths, nothing quantized or written (stats["method"] = "dry-run")."""
+    from compress.model import layer_params
+    from compress.pipeline.dry_run import dry_run_text
+    from compress.quant.gptq import resolve_group_size
+
+    per_layer = layer_params(fp_model)
+    other = sum(p.numel() for p in fp_model.parameters()) - sum(per_layer)
+    table, stats = dry_run_text(decided.plan, per_layer, resolve_group_size(fp_model, config.gptq), other)
+    stats.update(table=table, layers={"before": n_layers, "after": len(decided.plan.kept),
+                                      "removed": list(decided.plan.skipped)})
+    return RunResult(out, decided.plan, stats, decided.scores, decided.skip_scores, decided.costs)
+
+
 def _read_plan(path: str | None) -> Plan | None:
     if path is None:
         return None
-    if not Path(path).is_file():
-        raise CompressError(f"plan file {path} does not exist")
-    return Plan.from_json(Path(path).read_text())
+    from compress.files import read_text
+
+    return Plan.from_json(read_text(path, "plan file"), source=f"plan file {path}")
 
 
 def _decide(fp_model, config: RunConfig, given: Plan | None, calib, progress: bool) -> _Decision:

@@ -15,9 +15,16 @@ from pathlib import Path
 from compress.errors import CompressError
 
 
+# Keys (and their JSON types) a record must hold for the report to read it.
+_RECORD_KEYS = {"eval.json": {"tasks": dict}, "bench.json": {"models": list}}
+
+
 def _read(folder: Path, name: str):
+    """A record of the folder (JSON object), None when absent; a damaged one is refused by name."""
+    from compress.files import read_record
+
     path = folder / name
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_record(path, name, _RECORD_KEYS.get(name, {})) if path.is_file() else None
 
 
 def layer_rows(folder: Path) -> tuple[list[dict], dict[str, list]]:
@@ -25,7 +32,9 @@ def layer_rows(folder: Path) -> tuple[list[dict], dict[str, list]]:
     from compress.plan import Plan
     from compress.scores import LayerScores
 
-    plan = Plan.from_json((folder / "plan.json").read_text())
+    from compress.files import read_text
+
+    plan = Plan.from_json(read_text(folder / "plan.json", "plan"), source=str(folder / "plan.json"))
     rows = [{"layer": d.index, "bits": d.bits, "skip": d.skip, "reason": d.reason} for d in plan.layers]
     columns: dict[str, list] = {}
     skip_scores = _read(folder, "skip_scores.json")
@@ -159,21 +168,27 @@ def folder_section(folder: Path, out: Path) -> tuple[str, dict[str, object]]:
     return "\n".join(lines) + "\n", files
 
 
-def write_report(folders: list[Path], out: Path | None = None) -> Path:
-    """report.md (+ layer and trade-off figures) for `folders`, into `out` (default: the first folder)."""
-    from compress.outputs import write_folder
+def write_report(folders: list[Path], out: Path | None = None, overwrite: bool = False) -> Path:
+    """report.md (+ layer and trade-off figures) for `folders`, into `out` (default: the first folder); an
+    earlier report.md there is replaced only with `overwrite`."""
+    from compress.outputs import claim_output, write_folder
 
     for folder in folders:
         if not folder.is_dir():
             raise CompressError(f"{folder} is not a folder")
-    out = Path(out) if out else folders[0]
+    out = claim_output(Path(out) if out else folders[0], overwrite=overwrite, records=("report.md",))
     files: dict[str, object] = {}
     sections = []
+    rows = []
     for folder in folders:
-        text, figures = folder_section(folder, out)
+        try:  # a record that parses but is not in the shape compress writes: one line naming the folder
+            text, figures = folder_section(folder, out)
+            rows.append(summary_row(folder))
+        except (KeyError, TypeError, IndexError, AttributeError, ValueError) as e:
+            raise CompressError(f"{folder}: a record there is not in the shape compress writes "
+                                f"({type(e).__name__}: {e}); write it again with the command that made it") from e
         sections.append(text)
         files.update(figures)
-    rows = [summary_row(folder) for folder in folders]
     table = ["| run | mean recovery % | bits / weight | weight files MiB | output tok/s (batch 1) |",
              "|---|---|---|---|---|"]
     for r in rows:

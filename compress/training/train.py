@@ -170,20 +170,19 @@ class FinetuneResult:
 
 
 def run_finetune(model_spec: str | None, config: FinetuneConfig = FinetuneConfig(), out: str | Path = "runs/finetune",
-                 data_dir=None, progress: bool = True) -> FinetuneResult:
+                 data_dir=None, progress: bool = True, overwrite: bool = False) -> FinetuneResult:
     """`compress finetune`: load, train, save an ordinary checkpoint with its logs into `out` (all or nothing)."""
     from compress.data import data_dir as resolve_data_dir
     from compress.training.heatmap import plot_lr_heatmap
-    from compress.model import resolve_device
-    from compress.outputs import check_writable, staged_folder
+    from compress.model import check_model_spec, resolve_device
+    from compress.outputs import claim_output, staged_folder
     from compress.provenance import versions
 
     device = resolve_device(config.device)
-    out = Path(out)
-    if out.exists():
-        raise CompressError(f"{out} already exists: choose a new --out")
-    check_writable(out)
+    check_model_spec(model_spec)
+    out = claim_output(out, overwrite=overwrite, source=model_spec)
     root = resolve_data_dir(data_dir)
+    _preflight(model_spec, config, out, device)
     model, tokenizer = _load_for_training(model_spec, config, device)
     result = finetune(model, tokenizer, config, root, progress=progress)
     with staged_folder(out) as tmp:
@@ -199,6 +198,28 @@ def run_finetune(model_spec: str | None, config: FinetuneConfig = FinetuneConfig
             {"command": "finetune", "model": model_spec or "SmolLM2-135M-Instruct (bundled default)",
              "config": asdict(config), "device": device, "versions": versions()}, indent=1))
     return FinetuneResult(out, result["train_loss"], result["eval"], result["seconds"], result["lr_log"], device)
+
+
+def _preflight(model_spec: str | None, config: FinetuneConfig, out: Path, device: str) -> None:
+    """Print what the fine-tune needs; refuse when memory or disk clearly cannot hold it."""
+    import os
+
+    from compress.model import resolve_model_path
+    from compress.model.preflight import finetune_needs, fitting, free_ram, model_size, preflight
+
+    size = model_size(resolve_model_path(model_spec))
+    gpu = device.startswith("cuda")
+
+    def needs(batch: int):
+        return finetune_needs(size, batch_size=batch, seq_len=config.seq_len, steps=config.steps,
+                              lora=bool(config.lora_rank or config.qlora), cores=os.cpu_count() or 1, gpu=gpu)
+
+    free = free_ram()
+    fits = fitting(config.batch_size, lambda b: needs(b).ram, free) if free and not gpu else None
+    ram_fix = f"lower --batch-size to {fits}" if fits else "train LoRA adapters (--lora 16) or use --device cuda"
+    preflight("finetune", needs(config.batch_size), out, device,
+              {"ram": ram_fix, "vram": "lower --batch-size or --seq-len, or use --lora 16",
+               "disk": "choose an --out on a disk with more free space"})
 
 
 def _load_for_training(model_spec: str | None, config: FinetuneConfig, device: str = "cpu"):
