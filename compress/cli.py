@@ -216,7 +216,7 @@ _QUIET_LOGGERS = ("torchao", "torch.utils._pytree", "lm_eval", "lm-eval")
 # the load report itself and says in one line what is wrong) and weight-loading/-writing bars.
 _QUIET_ENV = {"TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_HUB_VERBOSITY": "error",
               "DATASETS_VERBOSITY": "error",
-              "TF_CPP_MIN_LOG_LEVEL": "3", "GPTQMODEL_LOG_LEVEL": "ERROR"}
+              "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
 def quiet_libraries(debug: bool) -> None:

@@ -7,11 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
-
-def _error(message: str):
-    from compress.errors import CompressError
-
-    return CompressError(message)
+from compress.errors import CompressError
 
 
 def read_text(path: str | Path, what: str = "file") -> str:
@@ -20,16 +16,16 @@ def read_text(path: str | Path, what: str = "file") -> str:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise _error(f"{what} {path} does not exist") from None
+        raise CompressError(f"{what} {path} does not exist") from None
     except OSError as e:
-        raise _error(f"cannot read {what} {path} ({e.strerror})") from e
+        raise CompressError(f"cannot read {what} {path} ({e.strerror})") from e
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        raise _error(f"{what} {path} is not UTF-8 text (byte {e.start}, line {line}): save it as UTF-8") from None
+        raise CompressError(f"{what} {path} is not UTF-8 text (byte {e.start}, line {line}): save it as UTF-8") from None
     if not text.strip():
-        raise _error(f"{what} {path} is empty")
+        raise CompressError(f"{what} {path} is empty")
     return text
 
 
@@ -39,10 +35,10 @@ def read_json(path: str | Path, what: str = "file", kind: type = dict) -> Any:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise _error(f"{what} {path} is not valid JSON ({e.msg} at line {e.lineno}): it is damaged; "
+        raise CompressError(f"{what} {path} is not valid JSON ({e.msg} at line {e.lineno}): it is damaged; "
                      f"delete it or write it again") from None
     if not isinstance(value, kind):
-        raise _error(f"{what} {path} must hold a JSON {_json_name(kind)}, not a {_json_name(type(value))}")
+        raise CompressError(f"{what} {path} must hold a JSON {_json_name(kind)}, not a {_json_name(type(value))}")
     return value
 
 
@@ -53,7 +49,7 @@ def read_record(path: str | Path, what: str, required: dict[str, type]) -> dict:
     for key, kind in required.items():
         if not isinstance(value.get(key), kind):
             found = "missing" if key not in value else f"a {_json_name(type(value[key]))}"
-            raise _error(f"{what} {path} is not a compress record: {key!r} must be a {_json_name(kind)}, "
+            raise CompressError(f"{what} {path} is not a compress record: {key!r} must be a {_json_name(kind)}, "
                          f"found {found}")
     return value
 
@@ -66,12 +62,12 @@ def jsonl_texts(path: str | Path, field: str = "text") -> Iterator[tuple[int, st
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            raise _error(f"{path}:{number} is not valid JSON ({e.msg})") from None
+            raise CompressError(f"{path}:{number} is not valid JSON ({e.msg})") from None
         value = record.get(field) if isinstance(record, dict) else None
         if not isinstance(value, str):
             found = "missing" if not isinstance(record, dict) or field not in record else \
                 f"a {_json_name(type(value))}"
-            raise _error(f"{path}:{number} needs a string {field!r} field, found {found}")
+            raise CompressError(f"{path}:{number} needs a string {field!r} field, found {found}")
         yield number, value
 
 

@@ -19,9 +19,13 @@ from compress.cli import main
 @pytest.fixture(scope="module")
 def bad(tmp_path_factory) -> Path:
     """One folder of bad inputs beside a good tiny model ("tiny"), built once for the module."""
+    return build_bad_inputs(tmp_path_factory.mktemp("bad"))
+
+
+def build_bad_inputs(root: Path) -> Path:
+    """The bad inputs of CASES under `root` (also used by eval/bad_inputs.py to count, before and after)."""
     from safetensors.torch import load_file, save_file
 
-    root = tmp_path_factory.mktemp("bad")
     good = root / "tiny"
     tiny_model("llama").save_pretrained(good)
     byte_tokenizer().save_pretrained(good)

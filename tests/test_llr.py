@@ -148,7 +148,8 @@ def test_finetune_command_writes_a_checkpoint_and_its_lr_log(tiny_folder, data_d
     (["--optimizer", "sgd"], "valid: adamw, muon"),
     (["--lr-ratio", "5,1"], "r_min <= r_max"),
     (["--lr-ratio", "5"], "r_min,r_max"),
-    (["--batch-size", "100000"], "too small for one batch"),
+    (["--seq-len", "300000"], "too small for one batch"),  # 3 blocks of the byte-tokenized valid split < 4
+    (["--batch-size", "100000"], "lower --batch-size to"),  # the preflight: memory for the activations
     (["--device", "tpu"], "valid: auto, cpu, cuda, cuda:N"),
     pytest.param(["--device", "cuda"], "torch sees no CUDA GPU",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")),

@@ -114,7 +114,8 @@ def test_adding_a_task_evaluates_only_that_task(tiny_folder, data_dir, monkeypat
     assert "earlier eval.json (same limit, max length, data dir): tiny" in (tiny_folder / "eval.md").read_text()
     evaluated.clear()  # everything saved: the model is not even loaded
     assert main([*argv, "--tasks", "boolq,arc_easy"]) == 0 and evaluated == []
-    assert main([*argv, "--tasks", "arc_easy", "--rerun"]) == 0 and evaluated == [["arc_easy"]]
+    assert main([*argv, "--tasks", "arc_easy", "--rerun"]) == 2  # would drop boolq from eval.json
+    assert main([*argv, "--tasks", "arc_easy", "--rerun", "--overwrite"]) == 0 and evaluated == [["arc_easy"]]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -144,7 +145,7 @@ def test_missing_data_file_and_unloadable_model_are_one_line(tiny_folder, tmp_pa
     (data / "piqa_validation.jsonl").write_text('{"goal": "g", "sol1": "a", "sol2": "b", "label": 0}\n')
     assert main(["eval", str(broken), "--tasks", "piqa", "--data-dir", str(tmp_path / "d2")]) == 2
     err = capsys.readouterr().err
-    assert "cannot load model" in err and err.strip().splitlines()[-1].startswith("compress: error:")
+    assert "has no weights" in err and err.strip().splitlines()[-1].startswith("compress: error:")
 
 
 def test_eval_config_rejects_bad_values():

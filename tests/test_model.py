@@ -62,6 +62,9 @@ def test_remote_code_needs_the_flag(tmp_path):
     config = {"model_type": "my-custom-lm", "auto_map": {"AutoConfig": "configuration_custom.CustomConfig"}}
     (tmp_path / "config.json").write_text(json.dumps(config))
     (tmp_path / "configuration_custom.py").write_text("raise SystemExit('remote code ran')\n")
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, tmp_path / "model.safetensors")
     with pytest.raises(CompressError, match="pass --trust-remote-code"):
         load_model(str(tmp_path))
 

@@ -86,6 +86,8 @@ def check_causal(config: dict, folder: Path) -> None:
 
     kind = config.get("model_type", "?")
     archs = config.get("architectures") or []
+    if config.get("auto_map"):  # the repo's own code defines the model: loading decides (--trust-remote-code)
+        return
     if config.get("is_encoder_decoder"):
         raise CompressError(f"{folder} is an encoder-decoder model ({kind}), not a causal language model")
     causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())

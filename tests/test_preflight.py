@@ -1,0 +1,74 @@
+"""Preflight estimates against this project's measurements, the refusal that names a fitting setting, and the
+dry run's plan bytes and serving paths."""
+
+from __future__ import annotations
+
+import pytest
+
+from compress.errors import CompressError
+from compress.model.preflight import (ModelSize, Needs, finetune_needs, fitting, forward_needs, preflight,
+                                      run_needs)
+
+# SmolLM2-135M as model_size() reads it from the converted folder's headers.
+SMOLLM2 = ModelSize(params=134_515_008, decoder_params=106_168_320, hidden=576, layers=30, vocab=49_152,
+                    kv_width=192)
+
+
+def test_run_estimate_matches_the_measured_run():
+    """compress run --bits 4 (64 x 512 calibration, 4 ppl windows): 2615 MiB peak RSS, 1875 s, 109.3 MiB
+    checkpoint (eval/results/run_memory, mixed_bits uniform-4) -> within 10 %."""
+    needs = run_needs(SMOLLM2, calib_samples=64, calib_seq_len=512, ppl_windows=4, bits=4.3125, cores=2)
+    assert needs.ram / 2**20 == pytest.approx(2615, rel=0.1)
+    assert needs.seconds == pytest.approx(1875, rel=0.1)
+    assert needs.disk == pytest.approx(114_620_920, rel=0.1)
+
+
+def test_estimates_grow_with_the_settings_that_cost():
+    small = run_needs(SMOLLM2, calib_samples=64, calib_seq_len=512, ppl_windows=4, bits=4, cores=2)
+    big = run_needs(SMOLLM2, calib_samples=4096, calib_seq_len=512, ppl_windows=4, bits=4, cores=2)
+    assert big.ram > small.ram and big.seconds > small.seconds
+    full = finetune_needs(SMOLLM2, batch_size=4, seq_len=256, steps=200, lora=False, cores=2)
+    lora = finetune_needs(SMOLLM2, batch_size=4, seq_len=256, steps=200, lora=True, cores=2)
+    assert lora.ram < full.ram
+    assert full.seconds == pytest.approx(1000, rel=0.5)  # measured 955-1400 s (eval/results/llr)
+    one = forward_needs(SMOLLM2, batch=1, tokens=640, total_tokens=1e4, cores=2)
+    eight = forward_needs(SMOLLM2, batch=8, tokens=640, total_tokens=1e4, cores=2)
+    assert eight.ram > one.ram
+
+
+def test_fitting_halves_down_to_what_fits():
+    assert fitting(64, lambda n: n * 10, 250) == 16
+    assert fitting(64, lambda n: n * 10, 5) is None
+
+
+def test_preflight_refuses_with_the_fix_and_prints_otherwise(monkeypatch, tmp_path, capsys):
+    import compress.model.preflight as pf
+
+    monkeypatch.setattr(pf, "free_ram", lambda: 1e9)
+    monkeypatch.setattr(pf, "free_disk", lambda path: 1e9)
+    with pytest.raises(CompressError, match="needs about 2.8 GiB of memory but 0.9 GiB is free: lower --x to 2"):
+        preflight("run", Needs(ram=3e9, disk=1e6, seconds=10), tmp_path, "cpu", {"ram": "lower --x to 2"})
+    with pytest.raises(CompressError, match=f"disk space at {tmp_path}"):
+        preflight("run", Needs(ram=1e8, disk=5e9, seconds=10), tmp_path, "cpu", {})
+    line = preflight("run", Needs(ram=1.1e9, disk=1e6, seconds=4000), tmp_path, "cpu", {})  # within the margin
+    assert "roughly 67 min" in line and line in capsys.readouterr().err
+
+
+def test_serving_paths_follow_the_bits():
+    from compress.pipeline.dry_run import serving_paths
+
+    assert "llama.cpp (convert_hf_to_gguf.py)" in serving_paths((16, 16))
+    assert serving_paths((4, 4))[-1] == "vLLM gptq / gptq_marlin (CUDA)"
+    assert "dynamic" in serving_paths((4, 2, 4))[-1]
+
+
+def test_dry_run_bytes_are_the_gptq_format():
+    from compress.pipeline.dry_run import dry_run_text
+    from compress.plan import Plan
+
+    plan = Plan.uniform(3, 4).with_skip([1], "removed")
+    table, stats = dry_run_text(plan, [1000, 1000], 64, 500)
+    # 4-bit codes + fp16 scale and packed 4-bit zero per 64 weights = 4.3125 bits
+    assert stats["effective_bits"] == pytest.approx(4.3125)
+    assert stats["size_bytes"] == pytest.approx(2000 * 4.3125 / 8 + 1000)
+    assert "MiB" in table.splitlines()[0]
