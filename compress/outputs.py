@@ -113,6 +113,7 @@ def _lock(out: Path, wait: bool = False) -> tuple[int, Path]:
     import fcntl
 
     lock = out.parent / f".{out.name}.lock"
+    out.parent.mkdir(parents=True, exist_ok=True)
     while True:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
         try:

@@ -283,3 +283,22 @@ def test_sigkill_mid_gptq_then_rerun_gives_identical_bytes(gptqmodel, tiny5, tmp
     for name in names:
         if name.endswith((".safetensors", "plan.json")) or name == "config.json":
             assert (clean / name).read_bytes() == (killed / name).read_bytes(), name
+
+
+def test_the_gguf_cache_lock_waits_for_the_converter_and_makes_its_folder(tmp_path, capsys):
+    import threading
+
+    from compress import outputs
+
+    target = tmp_path / "cache" / "models" / "model-abc"  # the cache folder does not exist yet
+    fd, lock = outputs._lock(target)  # held, as by a process converting the same file
+
+    def finish():  # the converter ends: its lock file goes, then its descriptor
+        lock.unlink()
+        os.close(fd)
+
+    threading.Timer(0.3, finish).start()
+    with outputs.file_lock(target, "waiting for another process converting model.gguf"):
+        assert (tmp_path / "cache" / "models" / ".model-abc.lock").is_file()
+    assert "compress: waiting for another process converting model.gguf" in capsys.readouterr().err
+    assert not list((tmp_path / "cache" / "models").iterdir())

@@ -72,3 +72,8 @@ def test_dry_run_bytes_are_the_gptq_format():
     assert stats["effective_bits"] == pytest.approx(4.3125)
     assert stats["size_bytes"] == pytest.approx(2000 * 4.3125 / 8 + 1000)
     assert "MiB" in table.splitlines()[0]
+
+
+def test_a_float_run_needs_no_gptq_time_and_saves_float32():
+    needs = run_needs(SMOLLM2, calib_samples=64, calib_seq_len=512, ppl_windows=4, bits=16, cores=2)
+    assert needs.disk == 4 * SMOLLM2.params and needs.seconds < 400

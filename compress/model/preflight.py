@@ -75,13 +75,15 @@ def model_size(folder: str | Path) -> ModelSize:
 def run_needs(m: ModelSize, *, calib_samples: int, calib_seq_len: int, ppl_windows: int, bits: float,
               cores: int, gpu: bool = False) -> Needs:
     """`compress run`: the larger of the perplexity phase (one float model + 2048-token logits) and the GPTQ
-    phase (GPTQModel's copy and the float model's, the layer inputs of every calibration sample)."""
+    phase (GPTQModel's copy and the float model's, the layer inputs of every calibration sample). bits >= 16:
+    no GPTQ, the float32 model is saved as it is."""
+    gptq = bits < 16
     model = 4 * m.params
     logits = 2 * 2048 * m.vocab * 4
-    acts = 5 * calib_samples * calib_seq_len * m.hidden * 4
-    ram = BASE_BYTES + max(model + logits, 3 * model + acts)
-    disk = m.decoder_params * min(bits, 16) / 8 + (m.params - m.decoder_params) * 2
-    tokens = 2 * calib_samples * calib_seq_len + 2 * 2048 * ppl_windows
+    acts = 5 * calib_samples * calib_seq_len * m.hidden * 4 if gptq else 0
+    ram = BASE_BYTES + max(model + logits, (3 * model + acts) if gptq else 0)
+    disk = m.decoder_params * bits / 8 + (m.params - m.decoder_params) * 2 if gptq else 4 * m.params
+    tokens = 2 * calib_samples * calib_seq_len * gptq + 2 * 2048 * ppl_windows
     return Needs(ram, disk, _seconds(m.params * tokens, cores, gpu), 3 * model + acts if gpu else None)
 
 
