@@ -77,3 +77,13 @@ def test_dry_run_bytes_are_the_gptq_format():
 def test_a_float_run_needs_no_gptq_time_and_saves_float32():
     needs = run_needs(SMOLLM2, calib_samples=64, calib_seq_len=512, ppl_windows=4, bits=16, cores=2)
     assert needs.disk == 4 * SMOLLM2.params and needs.seconds < 400
+
+
+def test_on_a_gpu_the_vram_is_checked_too(monkeypatch, tmp_path):
+    import compress.model.preflight as pf
+
+    monkeypatch.setattr(pf, "free_ram", lambda: 1e12)
+    monkeypatch.setattr(pf, "free_vram", lambda device: 8e9)
+    with pytest.raises(CompressError, match="of GPU memory but 7.5 GiB is free: lower --batch-size"):
+        preflight("finetune", Needs(ram=1e9, disk=1e6, seconds=5, vram=4e10), None, "cuda",
+                  {"vram": "lower --batch-size"})
