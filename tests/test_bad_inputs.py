@@ -109,6 +109,8 @@ CASES = [
                          "--calib-samples", "1", "--calib-seq-len", "16", "--out", "{out}"], "weight(s) missing"),
     ("missing-key-score", ["score", "--model", "{root}/missing-key", "--scorers", "zd", "--out", "{out}"],
      "weight(s) missing"),
+    ("missing-key-qlora", ["finetune", "--model", "{root}/missing-key", "--qlora", "--steps", "1", "--out",
+                           "{out}"], "weight(s) missing"),
     ("unexpected-key-eval", ["eval", "{root}/unexpected-key", "--tasks", "arc_easy", "--limit", "1", "--out",
                              "{out}"], "unexpected"),
     ("wrong-shape-ppl", ["ppl", "--model", "{root}/wrong-shape"], "cannot load model"),

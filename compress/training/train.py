@@ -225,6 +225,7 @@ def _preflight(model_spec: str | None, config: FinetuneConfig, out: Path, device
 def _load_for_training(model_spec: str | None, config: FinetuneConfig, device: str = "cpu"):
     """(model, tokenizer) ready to train: float weights, or LoRA adapters on a float / 4-bit base."""
     from compress.model import check_model_spec, is_quantized_folder, load_model, resolve_model_path
+    from compress.model.check import check_load_report
 
     check_model_spec(model_spec)
     folder = Path(resolve_model_path(model_spec))
@@ -243,8 +244,9 @@ def _load_for_training(model_spec: str | None, config: FinetuneConfig, device: s
             raise CompressError("--qlora needs peft and bitsandbytes: pip install 'compress[finetune]'")
         from peft import prepare_model_for_kbit_training
         quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
-        model = AutoModelForCausalLM.from_pretrained(str(folder), quantization_config=quant,
-                                                     device_map=device)
+        model, info = AutoModelForCausalLM.from_pretrained(str(folder), quantization_config=quant,
+                                                           device_map=device, output_loading_info=True)
+        check_load_report(info, str(folder))  # the same refusal as load_model: no random tensors
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
     if config.lora_rank:
