@@ -46,7 +46,7 @@ def test_preflight_refuses_with_the_fix_and_prints_otherwise(monkeypatch, tmp_pa
 
     monkeypatch.setattr(pf, "free_ram", lambda: 1e9)
     monkeypatch.setattr(pf, "free_disk", lambda path: 1e9)
-    with pytest.raises(CompressError, match="needs about 2.8 GiB of memory but 0.9 GiB is free: lower --x to 2"):
+    with pytest.raises(CompressError, match="needs about 2.8 GiB of memory but 954 MiB is free: lower --x to 2"):
         preflight("run", Needs(ram=3e9, disk=1e6, seconds=10), tmp_path, "cpu", {"ram": "lower --x to 2"})
     with pytest.raises(CompressError, match=f"disk space at {tmp_path}"):
         preflight("run", Needs(ram=1e8, disk=5e9, seconds=10), tmp_path, "cpu", {})

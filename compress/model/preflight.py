@@ -170,7 +170,7 @@ def preflight(command: str, needs: Needs, out: Path | None, device: str, fixes: 
 
 
 def _gib(n: float) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 / 10 else f"{n / MiB:.0f} MiB"
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / MiB:.0f} MiB"
 
 
 def _duration(seconds: float) -> str:

@@ -15,7 +15,11 @@ def run_preflight(model: str | None, config, out: Path | None) -> None:
     from compress.model.preflight import free_ram, fitting, model_size, preflight, run_needs
 
     size = model_size(resolve_model_path(model))
+    from compress.quant.storage import SCALE_BITS
+
     bits = config.bits.avg_bits if config.bits.bits == "mixed" else float(config.bits.bits)
+    if bits < 16:  # stored bits: the codes plus an fp16 scale and a zero per group (quant.storage)
+        bits += (SCALE_BITS + bits) / (config.gptq.group_size or 64)
 
     def needs(samples: int):
         return run_needs(size, calib_samples=samples, calib_seq_len=config.calib_seq_len,
