@@ -87,3 +87,11 @@ def test_on_a_gpu_the_vram_is_checked_too(monkeypatch, tmp_path):
     with pytest.raises(CompressError, match="of GPU memory but 7.5 GiB is free: lower --batch-size"):
         preflight("finetune", Needs(ram=1e9, disk=1e6, seconds=5, vram=4e10), None, "cuda",
                   {"vram": "lower --batch-size"})
+
+
+def test_a_hub_id_skips_the_preflight_rather_than_guessing(monkeypatch):
+    import compress.model.load as load
+    from compress.model.preflight import local_size
+
+    monkeypatch.setattr(load, "resolve_model_path", lambda spec: spec)  # a hub id resolves to itself
+    assert local_size("HuggingFaceTB/SmolLM2-135M") is None

@@ -72,6 +72,15 @@ def model_size(folder: str | Path) -> ModelSize:
     return ModelSize(params, decoder, hidden, layers, int(config.get("vocab_size") or 0), kv)
 
 
+def local_size(spec: str | None) -> ModelSize | None:
+    """model_size of --model when it is (or converts to) a local folder; None for a hub id, whose files are
+    not here yet: its preflight is skipped rather than guessed."""
+    from compress.model.load import resolve_model_path
+
+    folder = Path(resolve_model_path(spec))
+    return model_size(folder) if folder.is_dir() else None
+
+
 def run_needs(m: ModelSize, *, calib_samples: int, calib_seq_len: int, ppl_windows: int, bits: float,
               cores: int, gpu: bool = False) -> Needs:
     """`compress run`: the larger of the perplexity phase (one float model + 2048-token logits) and the GPTQ
@@ -192,9 +201,9 @@ def fitting(value: int, need_at, free: float, floor: int = 1) -> int | None:
 def check_forward(command: str, spec: str | None, out: Path | None, device: str, *, batch: int, tokens: int,
                   total_tokens: float, batch_flag: str) -> None:
     """Preflight of a command that runs the model forward (eval, bench) on a model spec."""
-    from compress.model.load import resolve_model_path
-
-    size = model_size(resolve_model_path(spec))
+    size = local_size(spec)
+    if size is None:
+        return
     gpu = device.startswith("cuda")
 
     def needs(b: int) -> Needs:

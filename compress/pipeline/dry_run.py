@@ -11,10 +11,11 @@ from compress.plan import Plan
 
 def run_preflight(model: str | None, config, out: Path | None) -> None:
     """Print what `compress run` needs; refuse when RAM or disk clearly cannot hold it (naming what fits)."""
-    from compress.model import resolve_model_path
-    from compress.model.preflight import free_ram, fitting, model_size, preflight, run_needs
+    from compress.model.preflight import fitting, free_ram, local_size, preflight, run_needs
 
-    size = model_size(resolve_model_path(model))
+    size = local_size(model)
+    if size is None:  # a hub id: nothing local to measure
+        return
     from compress.quant.storage import SCALE_BITS
 
     bits = config.bits.avg_bits if config.bits.bits == "mixed" else float(config.bits.bits)

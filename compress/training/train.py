@@ -204,10 +204,11 @@ def _preflight(model_spec: str | None, config: FinetuneConfig, out: Path, device
     """Print what the fine-tune needs; refuse when memory or disk clearly cannot hold it."""
     import os
 
-    from compress.model import resolve_model_path
-    from compress.model.preflight import finetune_needs, fitting, free_ram, model_size, preflight
+    from compress.model.preflight import finetune_needs, fitting, free_ram, local_size, preflight
 
-    size = model_size(resolve_model_path(model_spec))
+    size = local_size(model_spec)
+    if size is None:  # a hub id: nothing local to measure
+        return
     gpu = device.startswith("cuda")
 
     def needs(batch: int):
