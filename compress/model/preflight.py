@@ -198,19 +198,27 @@ def fitting(value: int, need_at, free: float, floor: int = 1) -> int | None:
     return None
 
 
+def check_needs(command: str, spec: str | None, out: Path | None, device: str, needs_at, value: int, flag: str,
+                fallback: str, vram_fix: str | None = None, also: str = "") -> None:
+    """The preflight of one command on a model spec: `needs_at(size, v, gpu)` gives the Needs at setting `flag`
+    = v; a refusal names the largest v that fits (halving from `value`), else `fallback` (either followed by
+    `also`). Hub ids are skipped."""
+    size = local_size(spec)
+    if size is None:  # a hub id: nothing local to measure
+        return
+    gpu = device.startswith("cuda")
+    free = free_vram(device) if gpu else free_ram()
+    fits = fitting(value, lambda v: (needs_at(size, v, gpu).vram if gpu else needs_at(size, v, gpu).ram) or 0,
+                   free) if free else None
+    fix = (f"lower {flag} to {fits}" if fits else fallback) + also
+    preflight(command, needs_at(size, value, gpu), out, device,
+              {"ram": fix, "vram": vram_fix or fix, "disk": "choose an --out on a disk with more free space"})
+
+
 def check_forward(command: str, spec: str | None, out: Path | None, device: str, *, batch: int, tokens: int,
                   total_tokens: float, batch_flag: str) -> None:
     """Preflight of a command that runs the model forward (eval, bench) on a model spec."""
-    size = local_size(spec)
-    if size is None:
-        return
-    gpu = device.startswith("cuda")
-
-    def needs(b: int) -> Needs:
-        return forward_needs(size, batch=b, tokens=tokens, total_tokens=total_tokens, cores=os.cpu_count() or 1,
-                             gpu=gpu)
-
-    free = free_vram(device) if gpu else free_ram()
-    fits = fitting(batch, lambda b: (needs(b).vram if gpu else needs(b).ram) or 0, free) if free else None
-    fix = f"lower {batch_flag} to {fits}" if fits else "use a machine with more memory"
-    preflight(command, needs(batch), out, device, {"ram": fix, "vram": fix, "disk": "choose another --out"})
+    cores = os.cpu_count() or 1
+    check_needs(command, spec, out, device, lambda size, b, gpu: forward_needs(
+        size, batch=b, tokens=tokens, total_tokens=total_tokens, cores=cores, gpu=gpu), batch, batch_flag,
+        "use a machine with more memory")

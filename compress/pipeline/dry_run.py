@@ -11,28 +11,17 @@ from compress.plan import Plan
 
 def run_preflight(model: str | None, config, out: Path | None) -> None:
     """Print what `compress run` needs; refuse when RAM or disk clearly cannot hold it (naming what fits)."""
-    from compress.model.preflight import fitting, free_ram, local_size, preflight, run_needs
-
-    size = local_size(model)
-    if size is None:  # a hub id: nothing local to measure
-        return
+    from compress.model.preflight import check_needs, run_needs
     from compress.quant.storage import SCALE_BITS
 
     bits = config.bits.avg_bits if config.bits.bits == "mixed" else float(config.bits.bits)
     if bits < 16:  # stored bits: the codes plus an fp16 scale and a zero per group (quant.storage)
         bits += (SCALE_BITS + bits) / (config.gptq.group_size or 64)
-
-    def needs(samples: int):
-        return run_needs(size, calib_samples=samples, calib_seq_len=config.calib_seq_len,
-                         ppl_windows=config.ppl_windows if config.ppl_windows is not None else 64, bits=bits,
-                         cores=os.cpu_count() or 1)
-
-    free = free_ram()
-    fits = fitting(config.calib_samples, lambda n: needs(n).ram, free) if free else None
-    ram_fix = (f"lower --calib-samples to {fits}" if fits else "use a machine with more memory") + \
-        " (or --calib-seq-len)"
-    preflight("run", needs(config.calib_samples), out, "cpu",
-              {"ram": ram_fix, "disk": "choose an --out on a disk with more free space"})
+    windows = config.ppl_windows if config.ppl_windows is not None else 64
+    check_needs("run", model, out, "cpu", lambda size, samples, gpu: run_needs(
+        size, calib_samples=samples, calib_seq_len=config.calib_seq_len, ppl_windows=windows, bits=bits,
+        cores=os.cpu_count() or 1), config.calib_samples, "--calib-samples", "use a machine with more memory",
+        also=" (or --calib-seq-len)")
 
 
 def serving_paths(bits: tuple[int, ...]) -> list[str]:

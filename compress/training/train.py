@@ -204,32 +204,21 @@ def _preflight(model_spec: str | None, config: FinetuneConfig, out: Path, device
     """Print what the fine-tune needs; refuse when memory or disk clearly cannot hold it."""
     import os
 
-    from compress.model.preflight import finetune_needs, fitting, free_ram, local_size, preflight
+    from compress.model.preflight import check_needs, finetune_needs
 
-    size = local_size(model_spec)
-    if size is None:  # a hub id: nothing local to measure
-        return
-    gpu = device.startswith("cuda")
-
-    def needs(batch: int):
-        return finetune_needs(size, batch_size=batch, seq_len=config.seq_len, steps=config.steps,
-                              lora=bool(config.lora_rank or config.qlora), cores=os.cpu_count() or 1, gpu=gpu)
-
-    free = free_ram()
-    fits = fitting(config.batch_size, lambda b: needs(b).ram, free) if free and not gpu else None
-    ram_fix = f"lower --batch-size to {fits}" if fits else "train LoRA adapters (--lora 16) or use --device cuda"
-    preflight("finetune", needs(config.batch_size), out, device,
-              {"ram": ram_fix, "vram": "lower --batch-size or --seq-len, or use --lora 16",
-               "disk": "choose an --out on a disk with more free space"})
+    lora = bool(config.lora_rank or config.qlora)
+    check_needs("finetune", model_spec, out, device, lambda size, batch, gpu: finetune_needs(
+        size, batch_size=batch, seq_len=config.seq_len, steps=config.steps, lora=lora, cores=os.cpu_count() or 1,
+        gpu=gpu), config.batch_size, "--batch-size", "train LoRA adapters (--lora 16) or use --device cuda",
+        vram_fix="lower --batch-size or --seq-len, or use --lora 16")
 
 
 def _load_for_training(model_spec: str | None, config: FinetuneConfig, device: str = "cpu"):
     """(model, tokenizer) ready to train: float weights, or LoRA adapters on a float / 4-bit base."""
-    from compress.model import check_model_spec, is_quantized_folder, load_model, resolve_model_path
+    from compress.model import is_quantized_folder, load_model, resolve_model_path
     from compress.model.check import check_load_report
 
-    check_model_spec(model_spec)
-    folder = Path(resolve_model_path(model_spec))
+    folder = Path(resolve_model_path(model_spec))  # checks the spec (check_model_spec) on the way
     if is_quantized_folder(folder):
         raise CompressError(f"{model_spec} is a quantized checkpoint: fine-tune (or --qlora) the float model it "
                             f"came from, e.g. one saved by `compress run --bits 16`")
