@@ -110,7 +110,8 @@ def cmd_score(args: argparse.Namespace, config) -> int:
 
 def cmd_run(args: argparse.Namespace, config) -> int:
     bits, depth = config.bits, config.depth
-    label = bits.bits if bits.bits != "mixed" else f"mixed{bits.avg_bits:g}-{bits.scorer}"
+    label = bits.bits if bits.bits != "mixed" else f"mixed{bits.avg_bits:g}-" + (
+        "units" if bits.per_unit else bits.scorer)
     if depth.skip:
         label = f"skip{depth.skip:g}-{depth.skip_policy}-{label}"
     out = Path(args.out) if args.out else Path("runs") / f"run-{model_slug(args.model)}-{label}"
@@ -119,17 +120,20 @@ def cmd_run(args: argparse.Namespace, config) -> int:
     if stats["method"] == "dry-run":
         print(stats["table"])
         print(f"dry run: decoder layers {stats['decoder_bytes'] / 2**20:.1f} MiB at {stats['effective_bits']:.3f} "
-              f"effective bits per weight (group size {stats['group_size']}); checkpoint ~{stats['size_bytes'] / 2**20:.1f}"
+              f"stored bits per weight (base group size {stats['group_size']}); checkpoint ~{stats['size_bytes'] / 2**20:.1f}"
               f" MiB with the embeddings and norms in fp16\nloads in: {', '.join(stats['serving'])}\nnothing "
               f"quantized or written (drop --dry-run to run it into {out})")
         return 0
-    print(plan.table(_score_column(plan, result.scores, result.skip_scores, bits.scorer)))
+    from compress.pipeline.dry_run import unit_columns
+
+    print(plan.table(_score_column(plan, result.scores, result.skip_scores, bits.scorer) | unit_columns(plan)))
     layers = stats["layers"]
     if layers["removed"]:
         print(f"removed {len(layers['removed'])} of {layers['before']} layers: {layers['removed']}")
     if stats["method"] == "gptq":
-        print(f"effective bits per weight {stats['effective_bits']:.3f} (group size {stats['group_size']}), "
-              f"size {stats['size_bytes'] / 2**20:.1f} MiB, GPTQ {stats['seconds']:.0f} s")
+        print(f"stored bits per decoder weight {stats['effective_bits']:.3f} (codes, scales, zeros), checkpoint "
+              f"{stats['size_bytes'] / 2**20:.1f} MiB, GPTQ {stats['seconds']:.0f} s"
+              + (f", allocation {sum(stats['allocation']['seconds'].values()):.0f} s" if "allocation" in stats else ""))
     else:
         print(f"unquantized ({stats['dtype']}), size {stats['size_bytes'] / 2**20:.1f} MiB")
     if "ppl_after" in stats:

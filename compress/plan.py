@@ -6,12 +6,42 @@ a user may edit and feed back with --plan.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+import re
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 from compress.errors import CompressError
 
 BITS = (2, 3, 4, 8, 16)  # 16 = leave the layer in its original floating-point dtype
+WIDTHS = (2, 3, 4, 8)  # quantized code widths
+GROUPS = (32, 64, 128, None)  # weights per scale; None: one scale per output channel (GPTQ group_size -1)
+
+
+@dataclass(frozen=True, order=True)
+class Option:
+    """One way to store a unit: code width, group size (None = per channel), symmetric grid."""
+
+    bits: int
+    group_size: int | None = 64
+    sym: bool = True
+
+    def __post_init__(self) -> None:
+        if self.bits not in WIDTHS:
+            raise CompressError(f"option bits must be one of {', '.join(map(str, WIDTHS))}, got {self.bits}")
+        if self.group_size not in GROUPS:
+            raise CompressError(f"option group size must be 32, 64, 128 or per-channel, got {self.group_size}")
+
+    @property
+    def label(self) -> str:
+        return f"{self.bits}b-{'g' + str(self.group_size) if self.group_size else 'ch'}{'' if self.sym else '-asym'}"
+
+    @classmethod
+    def parse(cls, text: str) -> "Option":
+        """'4b-g64', '3b-ch', '2b-g32-asym' (the label) back to an Option; one-line error otherwise."""
+        m = re.fullmatch(r"(\d)b-(?:g(\d+)|ch)(-asym)?", text.strip())
+        if not m:
+            raise CompressError(f"option {text!r} must look like 4b-g64, 3b-ch or 2b-g32-asym")
+        return cls(int(m[1]), int(m[2]) if m[2] else None, not m[3])
 
 
 @dataclass(frozen=True)
@@ -20,12 +50,22 @@ class LayerDecision:
     bits: int = 16
     skip: bool = False
     reason: str = ""
+    # per fused unit ("qkv", "o", "gate_up", "down"): its option; empty = every Linear at `bits` with the
+    # checkpoint's group size. When set, `bits` is the widest of them.
+    units: tuple[tuple[str, Option], ...] = ()
 
     def __post_init__(self) -> None:
         if self.bits not in BITS:
             raise ValueError(f"layer {self.index}: bits must be one of {BITS}, got {self.bits}")
         if self.skip and self.bits != 16:
             raise ValueError(f"layer {self.index}: a skipped layer is not quantized (bits must be 16)")
+        if self.units and (self.skip or self.bits != max(o.bits for _, o in self.units)):
+            raise ValueError(f"layer {self.index}: with per-unit options the layer is not skipped and bits is "
+                             f"their widest ({max(o.bits for _, o in self.units)})")
+
+    def to_dict(self) -> dict:
+        row = {"index": self.index, "bits": self.bits, "skip": self.skip, "reason": self.reason}
+        return row | ({"units": {name: o.label for name, o in self.units}} if self.units else {})
 
 
 @dataclass(frozen=True)
@@ -84,7 +124,7 @@ class Plan:
 
     def reduced(self) -> "Plan":
         """The plan of the model after removing the skipped layers: the kept rows, renumbered 0..L'-1."""
-        return Plan(tuple(LayerDecision(new, d.bits, False, d.reason)
+        return Plan(tuple(LayerDecision(new, d.bits, False, d.reason, d.units)
                           for new, d in enumerate(d for d in self.layers if not d.skip)))
 
     def with_kept(self, reduced: "Plan") -> "Plan":
@@ -94,7 +134,7 @@ class Plan:
             raise ValueError(f"need a plan of the {len(self.kept)} kept layers without skips, got "
                              f"{reduced.n_layers} layers")
         after = dict(zip(self.kept, reduced.layers))
-        return Plan(tuple(LayerDecision(d.index, after[d.index].bits, False, after[d.index].reason) if d.index in after else d for d in self.layers))
+        return Plan(tuple(replace(after[d.index], index=d.index) if d.index in after else d for d in self.layers))
 
     def check_layers(self, n_layers: int) -> None:
         """Refuse a plan made for a model with a different number of decoder layers."""
@@ -105,7 +145,7 @@ class Plan:
     # ---- serialisation -------------------------------------------------------------------------------------
 
     def to_json(self) -> str:
-        return json.dumps({"format": 1, "layers": [asdict(d) for d in self.layers]}, indent=1)
+        return json.dumps({"format": 1, "layers": [d.to_dict() for d in self.layers]}, indent=1)
 
     @classmethod
     def from_json(cls, text: str, source: str = "plan.json") -> "Plan":
@@ -134,7 +174,7 @@ class Plan:
         return "\n".join(line.rstrip() for line in lines)
 
 
-_ROW_TYPES = {"index": int, "bits": int, "skip": bool, "reason": str}
+_ROW_TYPES = {"index": int, "bits": int, "skip": bool, "reason": str, "units": dict}
 
 
 def _decision(row: Any, position: int) -> LayerDecision:
@@ -151,6 +191,11 @@ def _decision(row: Any, position: int) -> LayerDecision:
             raise TypeError(f"row {position}: {key} must be {kind.__name__}, got {json.dumps(value)}")
     if "index" not in row:
         raise TypeError(f"row {position} has no index")
+    units = row.pop("units", {})
+    try:
+        row["units"] = tuple((str(name), Option.parse(str(label))) for name, label in units.items())
+    except CompressError as e:
+        raise ValueError(f"row {position}: {e}") from e
     return LayerDecision(**row)
 
 

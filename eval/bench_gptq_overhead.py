@@ -58,7 +58,7 @@ def main() -> None:
 
     root = data_dir(args.data_dir)
     model_path = resolve_model_path(None)
-    config = RunConfig(BitsConfig(avg_bits=3.25, scorer="lim"), calib_samples=args.calib_samples, ppl_windows=0)
+    config = RunConfig(BitsConfig(avg_bits=3.25, scorer="lim", allocator="layers"), calib_samples=args.calib_samples, ppl_windows=0)
     # warm-up A (untimed): fills caches and yields the plan's `dynamic` that B passes by hand
     shutil.rmtree(args.work, ignore_errors=True)
     stats = run(None, config, args.work / "warmup", data_dir=root, progress=False).stats

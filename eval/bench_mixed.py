@@ -50,16 +50,16 @@ def configurations(budgets: list[float], seeds: int) -> list[tuple[str, RunConfi
     """(name, config), most informative first so that a cut-short run still answers the main question."""
     runs = [("uniform-3", RunConfig(BitsConfig(bits="3"))), ("uniform-4", RunConfig(BitsConfig(bits="4")))]
     for budget in budgets:
-        runs += [(f"mixed-{budget}-{s}", RunConfig(BitsConfig(avg_bits=budget, scorer=s))) for s in SCORERS]
-        runs += [(f"mixed-{budget}-random{seed}", RunConfig(BitsConfig(avg_bits=budget, scorer="random"), seed=seed))
+        runs += [(f"mixed-{budget}-{s}", RunConfig(BitsConfig(avg_bits=budget, scorer=s, allocator="layers"))) for s in SCORERS]
+        runs += [(f"mixed-{budget}-random{seed}", RunConfig(BitsConfig(avg_bits=budget, scorer="random", allocator="layers"), seed=seed))
                  for seed in range(seeds)]
         runs.append((f"knapsack-{budget}-sensitivity",
-                     RunConfig(BitsConfig(avg_bits=budget, bit_choices=KNAPSACK_WIDTHS, scorer="sensitivity"))))
+                     RunConfig(BitsConfig(avg_bits=budget, bit_choices=KNAPSACK_WIDTHS, scorer="sensitivity", allocator="layers"))))
     runs.append(("uniform-2", RunConfig(BitsConfig(bits="2"))))
     # 4/2 and knapsack plans at 3.0 bits store exactly as many bytes as uniform 3-bit: the equal-size comparison
-    runs += [(f"mixed-3.0-{s}", RunConfig(BitsConfig(avg_bits=3.0, scorer=s))) for s in ("sensitivity", "lim")]
-    runs += [("mixed-3.0-random0", RunConfig(BitsConfig(avg_bits=3.0, scorer="random"), seed=0)),
-             ("knapsack-3.0-sensitivity", RunConfig(BitsConfig(avg_bits=3.0, bit_choices=KNAPSACK_WIDTHS, scorer="sensitivity")))]
+    runs += [(f"mixed-3.0-{s}", RunConfig(BitsConfig(avg_bits=3.0, scorer=s, allocator="layers"))) for s in ("sensitivity", "lim")]
+    runs += [("mixed-3.0-random0", RunConfig(BitsConfig(avg_bits=3.0, scorer="random", allocator="layers"), seed=0)),
+             ("knapsack-3.0-sensitivity", RunConfig(BitsConfig(avg_bits=3.0, bit_choices=KNAPSACK_WIDTHS, scorer="sensitivity", allocator="layers")))]
     return runs + [("uniform-8", RunConfig(BitsConfig(bits="8")))]
 
 

@@ -140,7 +140,7 @@ CASES = [
     ("prompt-too-long", ["generate", "--model", M, "x" * 300], "passes the model's context of 128"),
     ("bench-input-len", ["bench", M, "--input-len", "200", "--out", "{out}"], "passes the context"),
     # 5. preflight
-    ("preflight-run-ram", ["run", "--model", M, "--calib-samples", "100000000", "--out", "{out}"],
+    ("preflight-run-ram", ["run", "--model", M, "--bits", "4", "--calib-samples", "100000000", "--out", "{out}"],
      "lower --calib-samples to"),
     ("preflight-finetune-ram", ["finetune", "--model", M, "--batch-size", "10000000", "--out", "{out}"],
      "lower --batch-size to"),

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from compress.errors import CompressError
-from compress.plan import Plan
+from compress.plan import Option, Plan
 from compress.model import load_gptq
+from compress.quant.storage import linear_bytes
 from compress.quant.gptq import GPTQConfig, plan_config, quantize_gptq
 from compress.quant.unpack import dequantized_state, load_dequantized, unpack_rows
 from conftest import byte_tokenizer, tiny_model
@@ -51,7 +52,10 @@ def test_checkpoint_carries_the_plan(gptqmodel, source, tmp_path):
     assert (config["bits"], config["group_size"], config["sym"], config["desc_act"]) == (4, 32, True, False)
     assert config["dynamic"] == {"-:^model\\.layers\\.4\\.": {}, "+:^model\\.layers\\.1\\.": {"bits": 2},
                                  "+:^model\\.layers\\.2\\.": {"bits": 8}}
-    assert stats["effective_bits"] == pytest.approx(sum(b + (16 + b) / 32 for b in (4, 2, 8, 4)) / 4)
+    # exact GPTQ bytes (codes, fp16 scales, packed zeros, int32 g_idx) over the four quantized layers
+    shapes = [(64, 64), (32, 64), (32, 64), (64, 64), (128, 64), (128, 64), (64, 128)]
+    stored = sum(linear_bytes(o, i, Option(b, 32)) for b in (4, 2, 8, 4) for o, i in shapes)
+    assert stats["effective_bits"] == pytest.approx(8 * stored / (4 * sum(o * i for o, i in shapes)))
     assert stats["size_bytes"] > 0 and stats["seconds"] > 0
     assert {r["layer"] for r in stats["module_loss"]} == {0, 1, 2, 3}  # layer 4 left unquantized
     model, _ = load_gptq(tmp_path / "q")
@@ -78,6 +82,44 @@ def test_every_width_reloads_close_to_the_original(gptqmodel, source, tmp_path, 
     # 0.74-0.9999 with the original model), so a scrambled code or zero point cannot pass.
     assert torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), dim=0).item() > 0.9999
     assert ((got - want).abs().max() / want.abs().max()).item() < 3 * 2**-7
+
+
+def test_per_unit_options_land_in_the_checkpoint_at_their_exact_bytes(gptqmodel, source, tmp_path):
+    """A plan with a different bits / group size / grid per fused unit: GPTQModel writes each as asked, every
+    module's tensors take exactly linear_bytes, and the folder reloads and tracks the original."""
+    from safetensors import safe_open
+
+    from compress.plan import LayerDecision, Option
+    from compress.quant.storage import linear_bytes
+
+    units = {"qkv": Option(8, 32), "o": Option(3, None), "gate_up": Option(2, 32, sym=False), "down": Option(4, 64)}
+    base = {name: Option(4, 32) for name in units}
+    rows = [LayerDecision(0, 8, units=tuple(units.items()))] + [LayerDecision(i, 4, units=tuple(base.items()))
+                                                               for i in range(1, 5)]
+    stats = quantize_gptq(str(source), Plan(tuple(rows)), torch.randint(0, 256, (16, 64)), tmp_path / "q",
+                          GPTQConfig())
+    with safe_open(str(tmp_path / "q" / "model.safetensors"), "pt") as f:
+        stored = {}
+        for key in f.keys():
+            module, _, _ = key.rpartition(".")
+            t = f.get_slice(key)
+            stored[module] = stored.get(module, 0) + t.get_shape()[0] * (t.get_shape()[1] if len(t.get_shape()) > 1
+                                                                         else 1) * (2 if t.get_dtype() == "F16" else 4)
+    unit_of = {"q_proj": "qkv", "k_proj": "qkv", "v_proj": "qkv", "o_proj": "o", "gate_proj": "gate_up",
+               "up_proj": "gate_up", "down_proj": "down"}
+    model, _ = load_gptq(tmp_path / "q")
+    total_bytes = total_params = 0
+    for name, module in model.named_modules():
+        if not name.startswith("model.layers.") or name.rsplit(".", 1)[-1] not in unit_of:
+            continue
+        option = (units if name.startswith("model.layers.0.") else base)[unit_of[name.rsplit(".", 1)[-1]]]
+        assert (module.bits, module.group_size if module.group_size != module.in_features else None) == \
+            (option.bits, option.group_size), name
+        assert stored[name] == linear_bytes(module.out_features, module.in_features, option), name
+        total_bytes += stored[name]
+        total_params += module.in_features * module.out_features
+    assert stats["effective_bits"] == pytest.approx(8 * total_bytes / total_params)
+    assert agreement(model) > 0.9
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])

@@ -174,10 +174,10 @@ def test_the_final_rename_never_lands_on_a_folder_another_process_wrote(tmp_path
 
 def test_dry_run_prints_plan_bytes_and_engines_and_writes_nothing(bad, tmp_path, capfd, data_dir):
     out = tmp_path / "out"
-    code = main(["run", "--model", str(bad / "tiny"), "--bits", "mixed", "--avg-bits", "3", "--dry-run",
+    code = main(["run", "--model", str(bad / "tiny"), "--bits", "mixed", "--avg-bits", "5", "--dry-run",
                  "--calib-samples", "4", "--calib-seq-len", "32", "--data-dir", str(data_dir), "--out", str(out)])
     captured = capfd.readouterr()
     assert code == 0 and "compress: preflight: run needs about" in captured.err
-    assert "MiB  bits" in captured.out and "effective bits per weight" in captured.out
+    assert "MiB     qkv       o  gate_up    down  bits" in captured.out and "stored bits per weight" in captured.out
     assert "loads in: GPTQModel" in captured.out and "nothing quantized or written" in captured.out
     assert not out.exists() and not list(tmp_path.iterdir())

@@ -22,7 +22,8 @@ def test_make_plan_policies():
 
 def test_run_writes_a_checkpoint_with_its_plan(gptqmodel, tiny5, data_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["run", "--model", str(tiny5), "--data-dir", str(data_dir), "--avg-bits", "3.2", "--scorer", "zd",
+    code = main(["run", "--model", str(tiny5), "--data-dir", str(data_dir), "--avg-bits", "3.2", "--allocator",
+                 "layers", "--scorer", "zd",
                  "--calib-samples", "8", "--calib-seq-len", "64", "--max-windows", "2", "--out", str(out)])
     assert code == 0
     assert {"config.json", "model.safetensors", "plan.json", "scores.json", "stats.json", "settings.json"} <= {
@@ -35,11 +36,40 @@ def test_run_writes_a_checkpoint_with_its_plan(gptqmodel, tiny5, data_dir, tmp_p
     dynamic = json.loads((out / "config.json").read_text())["quantization_config"]["dynamic"]
     assert len(dynamic) == 2 and all(v == {"bits": 2} for v in dynamic.values())
     printed = capsys.readouterr().out
-    assert "effective bits per weight" in printed and "before" in printed
+    assert "stored bits per decoder weight" in printed and "before" in printed
+
+
+def test_default_mixed_run_gives_each_fused_unit_its_option(gptqmodel, tiny5, data_dir, tmp_path, capsys):
+    """`--bits mixed` by default: per-unit options from the knapsack on Fisher costs, written as per-unit
+    `dynamic` rules; the checkpoint stays within the budget and loads with GPTQModel."""
+    from compress.model import load_gptq
+
+    out = tmp_path / "run"
+    code = main(["run", "--model", str(tiny5), "--data-dir", str(data_dir), "--avg-bits", "4.2", "--calib-samples",
+                 "12", "--calib-seq-len", "32", "--max-windows", "1", "--out", str(out)])
+    assert code == 0
+    plan = json.loads((out / "plan.json").read_text())
+    assert all(set(row["units"]) == {"qkv", "o", "gate_up", "down"} for row in plan["layers"])
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["effective_bits"] <= 4.2 and stats["allocation"]["bits_per_decoder_weight"] == pytest.approx(
+        stats["effective_bits"])
+    costs = json.loads((out / "costs.json").read_text())
+    assert len(costs) == 20 and all(row["3b-g32"] > row["8b-g32"] for row in costs.values())
+    dynamic = json.loads((out / "config.json").read_text())["quantization_config"]["dynamic"]
+    assert dynamic and all("_proj" in key for key in dynamic)  # rules name units, not whole layers
+    model, _ = load_gptq(out)
+    assert model is not None
+    printed = capsys.readouterr().out
+    assert "gate_up" in printed and "stored bits per decoder weight" in printed
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--avg-bits", "5"], "outside the range"),
+    (["--avg-bits", "5", "--allocator", "layers"], "outside the range"),
+    (["--avg-bits", "12"], "is outside what the options allow on this model"),
+    (["--avg-bits", "2.5"], "is outside what the options allow on this model"),
+    (["--avg-bits", "2.2", "--options", "3b-g32,4b-g32"], "is outside what the options allow on this model"),
+    (["--options", "5b-g64"], "options (--options) cannot take '5b-g64': option bits must be one of 2, 3, 4, 8"),
+    (["--options", "4bits"], "must look like 4b-g64"),
     (["--bit-choices", "4,5"], "chosen from 2, 3, 4, 8"),
     (["--scorer", "magic"], "scorer (--scorer) must be one of lim, bi"),
 ])
@@ -54,7 +84,7 @@ def test_bad_run_input_is_one_line(tiny5, data_dir, tmp_path, capsys, argv, mess
 def test_knapsack_on_measured_sensitivity_without_perplexity(gptqmodel, tiny5, data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["run", "--model", str(tiny5), "--data-dir", str(data_dir), "--avg-bits", "3.5", "--bit-choices",
-                 "2,3,4,8", "--scorer", "sensitivity", "--calib-samples", "8", "--calib-seq-len", "64",
+                 "2,3,4,8", "--allocator", "layers", "--scorer", "sensitivity", "--calib-samples", "8", "--calib-seq-len", "64",
                  "--max-windows", "0", "--group-size", "32", "--out", str(out)])
     assert code == 0
     costs = json.loads((out / "costs.json").read_text())

@@ -50,7 +50,7 @@ def test_skip_only_saves_an_ordinary_smaller_checkpoint(tiny5, data_dir, tmp_pat
 def test_skip_then_mixed_bits_on_the_remaining_layers(gptqmodel, tiny5, data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     assert _run(tiny5, data_dir, out, "--skip", "0.4", "--skip-policy", "uls", "--avg-bits", "3.4",
-                "--max-windows", "1") == 0
+                "--allocator", "layers", "--max-windows", "1") == 0
     plan = json.loads((out / "plan.json").read_text())["layers"]
     assert [row["index"] for row in plan if row["skip"]] == [1, 3]  # uls: first and last kept, spread evenly
     kept_bits = [row["bits"] for row in plan if not row["skip"]]

@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from compress.bits.allocate import budgeted_bits, check_widths, layerwise_bits, proxy_costs, random_order
+from compress.bits.options import option_grid
 from compress.config import check_settings, invalid, setting
-from compress.plan import Plan
+from compress.errors import CompressError
+from compress.plan import Option, Plan
 
 # --scorer -> (scorer to run, column whose importance order ranks the layers)
 ORDER_COLUMNS = {"lim": ("lim", "lim"), "bi": ("lim", "bi"), "angular": ("lim", "angular_1"), "zd": ("zd", "zd"),
@@ -23,20 +25,35 @@ class BitsConfig:
 
     bits: str = setting("mixed", "mixed, or one width (2, 3, 4, 8) for every layer, or 16 for no quantization "
                         "(e.g. only removal)")
-    avg_bits: float = setting(3.25, "mixed: average bits over the decoder layers")
-    bit_choices: tuple[int, ...] = setting((4, 2), "mixed: widths; two use the LayerwiseQuant count rule, more "
+    avg_bits: float = setting(3.25, "mixed: the budget. units: stored bits per decoder weight (codes, fp16 scales, "
+                              "zeros and g_idx: the exact GPTQ bytes); layers: the average code width")
+    allocator: str = setting("units", "mixed: units = one option per fused unit (qkv, o, gate_up, down) by the exact "
+                             "knapsack on Fisher costs at the quantized point (measured best); layers = one width "
+                             "per layer in --scorer's order", choices=("units", "layers"))
+    options: tuple[str, ...] = setting(tuple(o.label for o in option_grid(widths=(3, 4, 8))), "units: what a "
+                                       "unit may take, <bits>b-g<group> or <bits>b-ch (one scale per channel), "
+                                       "-asym for an asymmetric grid; 2-bit options are left out by default (the "
+                                       "Fisher costs underrate them: eval/results/mixed_units)")
+    rounds: int = setting(0, "units: re-linearisation rounds (gradients again at the chosen plan, re-solve, keep "
+                          "the lowest calibration KL)", minimum=0)
+    bit_choices: tuple[int, ...] = setting((4, 2), "layers: widths; two use the LayerwiseQuant count rule, more "
                                            "the exact budgeted allocation")
-    scorer: str = setting("lim", "importance order of the layers", choices=tuple(ORDER_COLUMNS))
+    scorer: str = setting("lim", "layers: importance order of the layers", choices=tuple(ORDER_COLUMNS))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bit_choices", check_widths(self.bit_choices))
         check_settings(self)
+        for text in self.options:
+            try:
+                Option.parse(text)
+            except CompressError as e:
+                raise invalid(self, "options", f"cannot take {text!r}: {e}") from None
         if self.bits != "mixed":
             if not self.bits.isdigit():
                 raise invalid(self, "bits", f"must be mixed, 16 or a width, got {self.bits!r}")
             if self.bits != "16":
                 check_widths([int(self.bits)])
-        elif not min(self.bit_choices) <= self.avg_bits <= max(self.bit_choices):
+        elif self.allocator == "layers" and not min(self.bit_choices) <= self.avg_bits <= max(self.bit_choices):
             raise invalid(self, "avg_bits", f"{self.avg_bits:g} is outside the range of the choices "
                           f"{min(self.bit_choices)}..{max(self.bit_choices)}")
 
@@ -45,9 +62,17 @@ class BitsConfig:
         return self.bits != "16"
 
     @property
+    def per_unit(self) -> bool:
+        return self.bits == "mixed" and self.allocator == "units"
+
+    @property
+    def option_list(self) -> tuple[Option, ...]:
+        return tuple(Option.parse(text) for text in self.options)
+
+    @property
     def order_scorer(self) -> str | None:
-        """The scorer a mixed plan needs run (None: a uniform plan, or the random order)."""
-        return ORDER_COLUMNS[self.scorer][0] if self.bits == "mixed" else None
+        """The scorer a per-layer mixed plan needs run (None: uniform, per-unit, or the random order)."""
+        return ORDER_COLUMNS[self.scorer][0] if self.bits == "mixed" and not self.per_unit else None
 
 
 def make_plan(n_layers: int, scores, config: BitsConfig, seed: int = 0, params: list[int] | None = None,

@@ -27,6 +27,9 @@ SECONDS_PER_PARAM_TOKEN = 3.4e-10
 # and LLR) -> 7e-11 s per parameter x trained token x core (forward + backward); a forward alone ~1/3 of it.
 TRAIN_SECONDS_PER_PARAM_TOKEN = 7e-11
 FORWARD_SECONDS_PER_PARAM_TOKEN = 2.4e-11
+# GPTQ's solver per option, per decoder weight x hidden width, per core: SmolLM2's 1560 unit x option solves
+# took 639 s on 2 cores (eval/results/mixed_units, timing.table_s)
+SOLVE_SECONDS = 1.6e-9
 GPU_SPEEDUP = 50.0
 PREFLIGHT_MARGIN = 1.15  # refuse when the estimate passes what is free by more than this factor
 
@@ -82,18 +85,25 @@ def local_size(spec: str | None) -> ModelSize | None:
 
 
 def run_needs(m: ModelSize, *, calib_samples: int, calib_seq_len: int, ppl_windows: int, bits: float,
-              cores: int, gpu: bool = False) -> Needs:
-    """`compress run`: the larger of the perplexity phase (one float model + 2048-token logits) and the GPTQ
-    phase (GPTQModel's copy and the float model's, the layer inputs of every calibration sample). bits >= 16:
-    no GPTQ, the float32 model is saved as it is."""
+              cores: int, gpu: bool = False, unit_options: int = 0, unit_rounds: int = 0) -> Needs:
+    """`compress run`: the largest of the perplexity phase (one float model + 2048-token logits), the per-unit
+    allocation (unit_options > 0: float model, gradients, Hessians, and with rounds every unit x option in
+    fp16) and the GPTQ phase (GPTQModel's copy and the float model's, the layer inputs of every calibration
+    sample). bits >= 16: no GPTQ, the float32 model is saved as it is."""
     gptq = bits < 16
     model = 4 * m.params
     logits = 2 * 2048 * m.vocab * 4
     acts = 5 * calib_samples * calib_seq_len * m.hidden * 4 if gptq else 0
-    ram = BASE_BYTES + max(model + logits, (3 * model + acts) if gptq else 0)
+    table = 2 * m.decoder_params * unit_options if unit_rounds else 2 * m.decoder_params
+    allocate = model + 8 * m.decoder_params + table + 2 * 4 * 512 * m.vocab * 4 if unit_options else 0
+    ram = BASE_BYTES + max(model + logits, (3 * model + acts) if gptq else 0, allocate)
     disk = m.decoder_params * bits / 8 + (m.params - m.decoder_params) * 2 if gptq else 4 * m.params
     tokens = 2 * calib_samples * calib_seq_len * gptq + 2 * 2048 * ppl_windows
-    return Needs(ram, disk, _seconds(m.params * tokens, cores, gpu), 3 * model + acts if gpu else None)
+    seconds = _seconds(m.params * tokens, cores, gpu)
+    if unit_options:  # Hessians (32 x 512 tokens), gradients (16 x 512, forward + backward) per round, solves
+        seconds += _seconds(m.params * 512 * (32 + 48 * (unit_rounds + 1)), cores, gpu)
+        seconds += SOLVE_SECONDS * m.decoder_params * m.hidden * (unit_options + 1) / max(1, cores)
+    return Needs(ram, disk, seconds, 3 * model + acts if gpu else None)
 
 
 def finetune_needs(m: ModelSize, *, batch_size: int, seq_len: int, steps: int, lora: bool, cores: int,

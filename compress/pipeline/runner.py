@@ -43,6 +43,8 @@ class RunConfig:
     score_samples: int = setting(8, "samples the scorers (and measured knapsack costs) see", flag=None, minimum=1)
     score_seq_len: int = setting(256, "tokens per scorer sample (sensitivity costs (L + 1) forwards a width)",
                                  flag=None, minimum=1)
+    unit_rows: int = setting(36, "calibration samples the per-unit allocator sees (4 held out for its KL, 32 for "
+                             "the Hessians, 16 of those for the gradients)", flag=None, minimum=6)
     ppl_windows: int | None = setting(4, "WikiText-2 test windows of 2048 tokens for perplexity before/after "
                                       "(0: skip the measurement; none: all)", flag="--max-windows", minimum=0)
     dry_run: bool = setting(False, "print the plan (bits and MiB per layer, effective bits), what the run needs "
@@ -64,7 +66,7 @@ class RunResult:
     stats: dict  # stats.json: method, effective_bits, size_bytes, seconds, layers, ppl_before/after, ...
     scores: LayerScores | None = None  # the scores the bit plan used (indices of the saved model)
     skip_scores: LayerScores | None = None  # the scores the removal used (original indices)
-    costs: list[dict[int, float]] | None = field(default=None, repr=False)  # measured knapsack costs
+    costs: list | dict | None = field(default=None, repr=False)  # measured knapsack costs (per layer or unit)
 
 
 def run(model: str | None, config: RunConfig = RunConfig(), out: str | Path = "runs/run", data_dir=None,
@@ -93,6 +95,10 @@ def run(model: str | None, config: RunConfig = RunConfig(), out: str | Path = "r
         given.check_layers(n_layers)
     else:
         _skip_count(config.depth, n_layers)
+    if given is None and config.bits.per_unit:
+        from compress.bits.unit_plan import check_model_budget
+
+        check_model_budget(model, config.bits.option_list, config.bits.avg_bits)
     run_preflight(model, config, None if config.dry_run else out)
     fp_model, tokenizer = load_model(model)
     calib = calibration_samples(tokenizer, texts, n_samples=config.calib_samples, seq_len=config.calib_seq_len,
@@ -118,6 +124,8 @@ def run(model: str | None, config: RunConfig = RunConfig(), out: str | Path = "r
         stats["layers"] = {"before": n_layers, "after": len(decided.plan.kept), "removed": list(decided.plan.skipped)}
         if decided.trace:
             stats["greedy_trace"] = decided.trace
+        if decided.allocation:
+            stats["allocation"] = decided.allocation
         _write_records(tmp, model, config, decided, stats, quantize)
     return RunResult(out, decided.plan, stats, decided.scores, decided.skip_scores, decided.costs)
 
@@ -127,19 +135,19 @@ class _Decision:
     plan: Plan  # over the original layers
     scores: LayerScores | None
     skip_scores: LayerScores | None
-    costs: list | None
+    costs: list | dict | None  # per layer {bits: KL}, or per unit {option: Fisher cost}
     trace: list
+    allocation: dict | None = None  # the per-unit allocator's stats (bytes, seconds, KL per round)
 
 
 def _dry_run(fp_model, config: RunConfig, decided: _Decision, out: Path, n_layers: int) -> RunResult:
     """The plan with its bytes and serving paths, nothing quantized or written (stats["method"] = "dry-run")."""
     from compress.model import layer_params
     from compress.pipeline.dry_run import dry_run_text
-    from compress.quant.gptq import resolve_group_size
+    from compress.quant.gptq import plan_config
 
-    per_layer = layer_params(fp_model)
-    other = sum(p.numel() for p in fp_model.parameters()) - sum(per_layer)
-    table, stats = dry_run_text(decided.plan, per_layer, resolve_group_size(fp_model, config.gptq), other)
+    other = sum(p.numel() for p in fp_model.parameters()) - sum(layer_params(fp_model))
+    table, stats = dry_run_text(decided.plan, plan_config(fp_model, decided.plan.reduced(), config.gptq), other)
     stats.update(table=table, layers={"before": n_layers, "after": len(decided.plan.kept),
                                       "removed": list(decided.plan.skipped)})
     return RunResult(out, decided.plan, stats, decided.scores, decided.skip_scores, decided.costs)
@@ -170,6 +178,8 @@ def _decide(fp_model, config: RunConfig, given: Plan | None, calib, progress: bo
         return _Decision(given, None, None, None, [])
     bits = config.bits
     kept_layers = len(decoder_layers(fp_model))
+    if bits.per_unit:
+        return _unit_decision(fp_model, config, skip_plan, choice, calib, progress)
     scorer = bits.order_scorer
     scores = costs = None
     if scorer is not None:
@@ -188,6 +198,17 @@ def _decide(fp_model, config: RunConfig, given: Plan | None, calib, progress: bo
                      choice.trace if choice else [])
 
 
+def _unit_decision(fp_model, config: RunConfig, skip_plan: Plan, choice, calib, progress: bool) -> _Decision:
+    """Per-unit options by the knapsack on Fisher costs (compress.bits.unit_plan) on the kept layers."""
+    from compress.bits.unit_plan import unit_plan
+
+    bits = config.bits
+    result = unit_plan(fp_model, calib[:config.unit_rows], bits.avg_bits, bits.option_list, rounds=bits.rounds,
+                       progress=progress)
+    return _Decision(skip_plan.with_kept(result.plan), None, choice.scores if choice else None, result.costs,
+                     choice.trace if choice else [], result.stats)
+
+
 def _write_records(tmp: Path, model: str | None, config: RunConfig, decided: _Decision, stats: dict,
                    quantize: bool) -> None:
     """plan.json, scores.json, skip_scores.json, costs.json, stats.json and settings.json beside the weights."""
@@ -197,7 +218,9 @@ def _write_records(tmp: Path, model: str | None, config: RunConfig, decided: _De
         (tmp / "scores.json").write_text(decided.scores.to_json())
     if decided.skip_scores is not None:
         (tmp / "skip_scores.json").write_text(decided.skip_scores.to_json())
-    if decided.costs is not None:
+    if isinstance(decided.costs, dict):
+        (tmp / "costs.json").write_text(json.dumps(decided.costs))
+    elif decided.costs is not None:
         (tmp / "costs.json").write_text(json.dumps([{str(b): c for b, c in row.items()} for row in decided.costs]))
     (tmp / "plan.json").write_text(decided.plan.to_json())
     (tmp / "stats.json").write_text(json.dumps(stats, indent=1))

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 from compress.config import check_settings, invalid, setting
 from compress.errors import CompressError
 from compress.model import GPTQ_INSTALL
-from compress.plan import Plan
-from compress.quant.gptq_config import default_bits, dynamic_overrides
-from compress.quant.storage import GROUP_SIZES, checkpoint_group_size, effective_bits
+from compress.model.units import group_units
+from compress.plan import Option, Plan
+from compress.quant.gptq_config import base_option, column_order, default_bits, dynamic_overrides, unit_overrides
+from compress.quant.storage import GROUP_SIZES, checkpoint_group_size, fits, unit_bytes
 
 if TYPE_CHECKING:
     import torch
@@ -40,7 +41,7 @@ class GPTQConfig:
             raise invalid(self, "damp_percent", f"must be in (0, 1), got {self.damp_percent}")
 
 
-def _skeleton(model_path: str):
+def skeleton(model_path: str):
     """The model's module tree on the meta device (no weights): names and shapes for the config."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -58,26 +59,75 @@ def resolve_group_size(model, settings: GPTQConfig) -> int:
     return checkpoint_group_size({in_features(m) for _, _, m in named_linears(model)}, settings.group_size)
 
 
-def plan_config(model, plan: Plan, settings: GPTQConfig):
-    """(base bits, group size, dynamic, per-layer parameter counts) for `plan` on `model`."""
-    from compress.model import decoder_layers, decoder_layers_path, layer_params
+@dataclass(frozen=True)
+class Resolved:
+    """A plan turned into GPTQModel's terms: the base scheme, `dynamic`, and what the stats count."""
+
+    base: Option  # bits / group size (None = per channel) / sym of every module without an override
+    dynamic: dict
+    options: dict  # {Unit: Option or None (unquantized)} for every fused unit of the model
+
+    @property
+    def effective_bits(self) -> float:
+        """Stored bits per quantized decoder weight: codes, scales, zeros and g_idx (exact GPTQ bytes)."""
+        quantized = [(u, o) for u, o in self.options.items() if o is not None]
+        return 8 * sum(unit_bytes(u, o) for u, o in quantized) / sum(u.params for u, _ in quantized)
+
+
+def plan_config(model, plan: Plan, settings: GPTQConfig) -> Resolved:
+    """`plan` on `model` in GPTQModel's terms. A plan of per-layer widths gets one group size and one rule per
+    layer that differs; a plan with per-unit options gets one rule per fused unit that differs from the most
+    common option."""
+    from compress.model import decoder_layers, decoder_layers_path, named_linears
 
     plan.check_layers(len(decoder_layers(model)))
     group_size = resolve_group_size(model, settings)
-    base = default_bits(plan.bits)
-    return base, group_size, dynamic_overrides(plan.bits, decoder_layers_path(model), base), layer_params(model)
+    units = group_units((n, i, tuple(m.weight.shape)) for n, i, m in named_linears(model))
+    options = plan_options(plan, units, Option(4, group_size, settings.sym))
+    if all(o is None for o in options.values()):  # nothing quantized (only removal): no rules
+        return Resolved(Option(4, group_size, settings.sym), {}, options)
+    if not any(d.units for d in plan.layers):
+        base = Option(default_bits(plan.bits), group_size, settings.sym)
+        return Resolved(base, dynamic_overrides(plan.bits, decoder_layers_path(model), base.bits), options)
+    base = base_option([o for o in options.values() if o is not None])
+    return Resolved(base, unit_overrides(options, base), options)
+
+
+def plan_options(plan: Plan, units, default: Option) -> dict:
+    """{unit: its option, or None where the layer stays unquantized}; a layer without per-unit options puts
+    every unit at its width with `default`'s group size and grid. Refuses units that do not match the model."""
+    by_layer: dict[int, list] = {}
+    for unit in units:
+        by_layer.setdefault(unit.layer, []).append(unit)
+    options = {}
+    for decision in plan.layers:
+        layer_units = by_layer.get(decision.index, [])
+        given = dict(decision.units)
+        if given and set(given) != {u.name for u in layer_units}:
+            raise CompressError(f"plan layer {decision.index} names units {sorted(given)} but the model's layer "
+                                f"has {sorted(u.name for u in layer_units)}: it was made for another model")
+        for unit in layer_units:
+            option = given.get(unit.name) or (None if decision.bits == 16 else
+                                               Option(decision.bits, default.group_size, default.sym))
+            if option is not None and not fits(option, unit.in_features):
+                raise CompressError(f"plan layer {decision.index} unit {unit.name}: group size {option.group_size} "
+                                    f"does not divide its input width {unit.in_features}")
+            options[unit] = option
+    return options
 
 
 def quantize_config(model_path: str, plan: Plan, settings: GPTQConfig = GPTQConfig()):
-    """(GPTQModel QuantizeConfig, plan_config's tuple) for quantizing the model at `model_path` per `plan`."""
+    """(GPTQModel QuantizeConfig, Resolved) for quantizing the model at `model_path` per `plan`."""
     try:
         from gptqmodel import QuantizeConfig
     except ImportError as e:
         raise CompressError(f"GPTQ needs gptqmodel: run `{GPTQ_INSTALL}`") from e
-    resolved = plan_config(_skeleton(model_path), plan, settings)
-    base, group_size, dynamic, _ = resolved
-    config = QuantizeConfig(bits=base, group_size=group_size, sym=settings.sym, desc_act=settings.desc_act,
-                            damp_percent=settings.damp_percent, dynamic=dynamic or None, offload_to_disk=False)
+    resolved = plan_config(skeleton(model_path), plan, settings)
+    base = resolved.base
+    order = column_order(base) or {"desc_act": settings.desc_act}
+    config = QuantizeConfig(bits=base.bits, group_size=base.group_size or -1, sym=base.sym,
+                            damp_percent=settings.damp_percent, dynamic=resolved.dynamic or None,
+                            offload_to_disk=False, **order)
     return config, resolved
 
 
@@ -86,10 +136,10 @@ def quantize_gptq(model_path: str, plan: Plan, calib: torch.Tensor, out: Path,
     """Quantize the model at `model_path` (a local folder) per `plan` and save it into `out`.
 
     calib: (samples, seq_len) token ids. Returns stats: wall time, effective bits per weight (codes plus
-    fp16 scales and zero points, decoder Linears), size on disk, and GPTQ's per-module loss.
+    fp16 scales, zero points and g_idx, decoder Linears), size on disk, and GPTQ's per-module loss.
     """
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(os.cpu_count() or 1))  # gptqmodel needs it on CPU
-    config, (base, group_size, dynamic, params) = quantize_config(model_path, plan, settings)
+    config, resolved = quantize_config(model_path, plan, settings)
     from gptqmodel import GPTQModel  # present: quantize_config checked
 
     samples = [{"input_ids": row.tolist(), "attention_mask": [1] * row.numel()} for row in calib]
@@ -99,18 +149,18 @@ def quantize_gptq(model_path: str, plan: Plan, calib: torch.Tensor, out: Path,
     model.save(str(out))
     del model  # the quantized model is not kept: the caller reloads what was saved
     seconds = time.perf_counter() - started
-    quantized = [(p, b) for p, b in zip(params, plan.bits) if b != 16]
     losses = _module_loss(Path(out) / "quant_log.csv")  # GPTQ's ||(W - Q) X||^2-style error per Linear
+    base = resolved.base
     return {
         "method": "gptq",
-        "base_bits": base,
-        "group_size": group_size,
-        "sym": settings.sym,
+        "base_bits": base.bits,
+        "group_size": base.group_size or -1,
+        "sym": base.sym,
         "desc_act": settings.desc_act,
         "damp_percent": settings.damp_percent,
-        "dynamic": dynamic,
+        "dynamic": resolved.dynamic,
         "seconds": round(seconds, 2),
-        "effective_bits": sum(p * effective_bits(b, group_size) for p, b in quantized) / sum(p for p, _ in quantized),
+        "effective_bits": resolved.effective_bits,
         "size_bytes": sum(f.stat().st_size for f in Path(out).glob("*.safetensors")),
         "module_loss": losses,
         "layer_loss": [sum(r["loss"] for r in losses if r["layer"] == i and isinstance(r["loss"], float))

@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Sequence
+from typing import Mapping, Sequence
+
+from compress.model.units import Unit, unit_pattern
+from compress.plan import Option
+
 
 def default_bits(bits: Sequence[int]) -> int:
     """The checkpoint's base width: the most common quantized width in the plan (ties: the larger), so
@@ -49,3 +53,30 @@ def resolve_bits(dynamic: dict[str, dict], module_name: str, base_bits: int) -> 
         if re.match(pattern, module_name):
             return 16 if negative else int(override.get("bits", base_bits))
     return base_bits
+
+
+def base_option(options: Sequence[Option]) -> Option:
+    """The checkpoint's base scheme for a per-unit plan: the most common option (ties: more bits), so the
+    fewest units need an override."""
+    counts = Counter(options)
+    return max(counts, key=lambda o: (counts[o], o.bits, o.group_size or 10**9))
+
+
+def unit_overrides(options: Mapping[Unit, Option | None], base: Option) -> dict[str, dict]:
+    """GPTQModel/vLLM `dynamic` for per-unit options: one rule per unit that differs from `base`, a negative
+    rule per unit left unquantized (None). group_size -1 = per channel, as GPTQModel writes it."""
+    dynamic: dict[str, dict] = {}
+    for unit, option in options.items():
+        if option is None:
+            dynamic[f"-:{unit_pattern(unit)}"] = {}
+        elif option != base:
+            dynamic[f"+:{unit_pattern(unit)}"] = {"bits": option.bits, "group_size": option.group_size or -1,
+                                                   "sym": option.sym, **column_order(option)}
+    return dynamic
+
+
+def column_order(option: Option) -> dict:
+    """GPTQModel 7.6 visits columns group-aware (act_group_aware) by default, which it refuses per channel:
+    there act-order (desc_act) instead, one group so g_idx stays trivial (compress.quant.gptq_solve does
+    the same)."""
+    return {"desc_act": True, "act_group_aware": False} if option.group_size is None else {}

@@ -3,13 +3,21 @@ costs on disk. Pure: no torch, no gptqmodel.
 
 GPTQ / RTN storage per output row and group of `group_size` input columns: `bits`-wide codes, one fp16 scale
 and one `bits`-wide zero point (AutoGPTQ/GPTQModel "gptq" packing; compress.quant.unpack reads it back).
+Exactly, per Linear of shape (out, in) (GPTQModel `nn_modules/qlinear/__init__.py` buffers, checked against
+saved checkpoints): qweight int32 (in·bits/32, out), qzeros int32 (groups, out·bits/32), scales fp16
+(groups, out), g_idx int32 (in,); groups = in / group_size, 1 per channel.
 """
 
 from __future__ import annotations
 
-from typing import Iterable
+import math
+from typing import TYPE_CHECKING, Iterable
 
 from compress.errors import CompressError
+
+if TYPE_CHECKING:
+    from compress.model.units import Unit
+    from compress.plan import Option
 
 SCALE_BITS = 16  # one fp16 scale per group
 GROUP_SIZES = (128, 64, 32)  # the group sizes GPTQ kernels serve, largest first
@@ -51,3 +59,23 @@ def group_size_for(in_features: int, preferred: int = 128) -> int:
         return common_group_size([in_features], preferred)
     except ValueError:
         return in_features
+
+
+def linear_bytes(out_features: int, in_features: int, option: Option) -> int:
+    """Exact bytes of one Linear stored per `option` in GPTQ packing (see the module docstring)."""
+    groups = 1 if option.group_size is None else in_features // option.group_size
+    qweight = 4 * math.ceil(in_features * option.bits / 32) * out_features
+    qzeros = 4 * groups * math.ceil(out_features * option.bits / 32)
+    return qweight + qzeros + 2 * groups * out_features + 4 * in_features
+
+
+def fits(option: Option, in_features: int) -> bool:
+    """Whether the option's group size divides the unit's input width (GPTQ kernels need it)."""
+    return option.group_size is None or in_features % option.group_size == 0
+
+
+def unit_bytes(unit: Unit, option: Option) -> int:
+    if not fits(option, unit.in_features):
+        raise CompressError(f"unit {unit.key}: group size {option.group_size} does not divide its input width "
+                            f"{unit.in_features}")
+    return sum(linear_bytes(o, i, option) for o, i in unit.shapes)

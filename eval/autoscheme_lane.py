@@ -1,0 +1,100 @@
+"""auto-round AutoScheme on the same model, options and fused units as compress (issue 15's head-to-head).
+
+One scoring pass of AutoScheme (`auto_round/auto_scheme`: delta loss |∂L/∂Ŵ ⊙ (W − Ŵ)| per Linear at each
+candidate, exact knapsack, scales counted) for every budget at once; q/k/v and gate/up tied with
+`shared_layers`; calibration text = WikiText-2 *validation* (never test), 16 x 256 tokens (its defaults).
+Writes OUT/autoscheme.json: per budget its allocation as compress unit options, its own average bits and the
+wall time. With --quantize B, also auto-round's own rounding (iters=0: RTN with its scale search; iters>0:
+SignRound) of that allocation, exported as GPTQ (`auto_gptq`), into WORK/autoround-B.
+
+    pip install auto-round==0.16.1     # a benchmark reference, not a compress dependency
+    COMPRESS_DATA_DIR=../shared/data python eval/autoscheme_lane.py --out eval/results/mixed_units
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from compress.data import calibration_texts, data_dir  # noqa: E402
+from compress.model import load_model, named_linears  # noqa: E402
+from compress.model.units import unit_name  # noqa: E402
+from compress.plan import Option  # noqa: E402
+from compress.provenance import versions  # noqa: E402
+
+BUDGETS = [2.5, 3.0, 3.25, 3.5, 4.0, 4.5]
+OPTIONS = [(b, g) for b in (2, 3, 4, 8) for g in (32, 64, 128, -1)]
+
+
+def calibration_file(work: Path) -> str:
+    """WikiText-2 validation paragraphs as a JSON list of texts (auto-round reads a local .json offline)."""
+    text = calibration_texts("wikitext2-valid", data_dir(None))[0]
+    rows = [p.strip() for p in text.split("\n\n") if len(p.strip()) > 200]
+    path = work / "calib.json"
+    path.write_text(json.dumps(rows))
+    return str(path)
+
+
+def unit_allocation(layer_config: dict) -> dict[str, str]:
+    """auto-round's {module name: {bits, group_size, sym, ...}} -> {unit key: option label}; checks that
+    the shards of each fused unit agree (shared_layers)."""
+    out: dict[str, str] = {}
+    for name, cfg in layer_config.items():
+        if ".layers." not in name or cfg.get("bits", 16) >= 16:
+            continue
+        layer = int(name.split(".layers.")[1].split(".")[0])
+        group = cfg.get("group_size")
+        label = Option(int(cfg["bits"]), None if group in (-1, 0, None) else int(group), bool(cfg.get("sym", True))).label
+        key = f"{layer}.{unit_name(name)}"
+        if out.setdefault(key, label) != label:
+            raise ValueError(f"AutoScheme gave the shards of {key} different schemes: {out[key]} vs {label}")
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=None)
+    p.add_argument("--out", default="eval/results/mixed_units")
+    p.add_argument("--work", default="/tmp/mixed_units")
+    p.add_argument("--budgets", default=",".join(map(str, BUDGETS)))
+    p.add_argument("--nsamples", type=int, default=16)
+    p.add_argument("--seqlen", type=int, default=256)
+    args = p.parse_args()
+    from auto_round import __version__ as ar_version
+    from auto_round.auto_scheme.gen_auto_scheme import AutoScheme, GenScheme
+    from auto_round.schemes import QuantizationScheme
+
+    work, out = Path(args.work), Path(args.out)
+    work.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    model, tokenizer = load_model(args.model)
+    names = [n for n, _, m in named_linears(model)]
+    widths = {m.weight.shape[1] for _, _, m in named_linears(model)}
+    options = [QuantizationScheme(bits=b, group_size=g, sym=True, data_type="int", act_bits=16)
+               for b, g in OPTIONS if g == -1 or all(w % g == 0 for w in widths)]
+    budgets = [float(b) for b in args.budgets.split(",")]
+    scheme = AutoScheme(avg_bits=budgets, options=options, nsamples=args.nsamples, seqlen=args.seqlen,
+                        shared_layers=[["q_proj", "k_proj", "v_proj"], ["gate_proj", "up_proj"]],
+                        dataset=calibration_file(work), device_map="cpu", enable_torch_compile=False)
+    started = time.perf_counter()
+    generator = GenScheme(scheme, model, names, {}, scheme.dataset, device_map="cpu", tokenizer=tokenizer,
+                          enable_torch_compile=False)
+    configs = generator.get_layer_config()
+    seconds = time.perf_counter() - started
+    result = {"auto_round": ar_version, "versions": versions(), "seconds": round(seconds, 1),
+              "options": [f"W{b}G{g}" for b, g in OPTIONS], "nsamples": args.nsamples, "seqlen": args.seqlen,
+              "note": "group sizes that do not divide every input width are left out (auto-round applies one "
+                      "option list to all layers)",
+              "budgets": {str(b): {"allocation": unit_allocation(cfg), "layer_config": cfg}
+                          for b, cfg in configs.items()}}
+    (out / "autoscheme.json").write_text(json.dumps(result, indent=1, default=str))
+    print(f"AutoScheme: {len(budgets)} budgets in {seconds:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,453 @@
+"""Issue 15 study: per-unit mixed precision against uniform GPTQ at equal bytes.
+
+Stages (each cached under --work so a rerun resumes; run alone, 2 CPU cores):
+  table     Hessians on calibration text, then every fused unit x option through GPTQ's solver
+  grads     gradient and squared gradient of the LM loss at uniform base points (3b-g64, 4b-g64)
+  validate  Spearman(predicted, measured KL) of each cost model over >= 30 random allocations of equal bytes
+  frontier  allocations at each budget by each method -> KL on held-out calibration rows and WikiText-2
+            test perplexity on a fixed prefix (windows x 2048 tokens)
+Every weight comes from the same solver and Hessians, so methods differ only in their allocation.
+Calibration rows (Hessians, gradients, KL) are cut from WikiText-2 *validation*; perplexity is on *test*.
+
+    COMPRESS_DATA_DIR=../shared/data python eval/mixed_units.py --out eval/results/mixed_units
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from compress.bits import knapsack  # noqa: E402
+from compress.bits.unit_costs import (allocation_applied, gradients, isolated_kl, kl_to, log_probs,  # noqa: E402
+                                      model_units, proxy_costs, rounded_table, rtn_table, unit_hessians)
+from compress.bits.options import option_grid  # noqa: E402
+from compress.quant.storage import unit_bytes  # noqa: E402
+from compress.plan import Option  # noqa: E402
+from compress.data import calibration_samples, calibration_texts, data_dir, wikitext2_test_text  # noqa: E402
+from compress.evaluation.perplexity import perplexity  # noqa: E402
+from compress.model import load_model  # noqa: E402
+from compress.provenance import versions  # noqa: E402
+from compress.scores import spearman  # noqa: E402
+
+BUDGETS = (2.5, 3.0, 3.25, 3.5, 4.0, 4.5)  # bits per decoder weight, scales and zeros counted
+BUDGETS_ORDER = (3.25, 3.0, 2.5, 4.0, 3.5, 4.5)  # the issue's headline budget first
+# uniform options left out of the sweep: far from every budget (8-bit) or measured useless at 2 bits
+SKIPPED_UNIFORM = ("8b-g32", "8b-g128", "2b-g128", "2b-ch", "8b-g64", "8b-ch", "2b-g32", "2b-g64")
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=None, help="model spec (default: bundled SmolLM2-135M-Instruct)")
+    p.add_argument("--out", default="eval/results/mixed_units")
+    p.add_argument("--work", default="/tmp/mixed_units", help="cache of the rounded table (GBs; not committed)")
+    p.add_argument("--calib-samples", type=int, default=32)
+    p.add_argument("--seq-len", type=int, default=512)
+    p.add_argument("--kl-samples", type=int, default=8, help="held-out calibration rows the KL is measured on")
+    p.add_argument("--grad-samples", type=int, default=16)
+    p.add_argument("--windows", type=int, default=4, help="WikiText-2 test windows of 2048 tokens")
+    p.add_argument("--random", type=int, default=30, help="random allocations for the Spearman check")
+    p.add_argument("--asym", action="store_true", help="also asymmetric options")
+    p.add_argument("--stages", default="table,validate,frontier")
+    p.add_argument("--evo-budgets", default="3.25")
+    p.add_argument("--more-costs", default="isolated-kl,taylor@3b-g64,output,fisher-rtn@3b-g64",
+                   help="other cost models measured on the frontier after the default")
+    p.add_argument("--relin", type=int, default=2, help="re-linearisation rounds (0: none)")
+    p.add_argument("--more-budgets", default="3.25", help="budgets the other cost models and re-linearisation run at")
+    p.add_argument("--evo-generations", type=int, default=25)
+    return p.parse_args()
+
+
+class CostModels(dict):
+    """{cost model name: {unit key: {option label: cost}}}, each computed (and cached on disk) when first
+    asked for: fisher@B / taylor@B (gradients at uniform option B), output, fisher-rtn@3b-g64, isolated-kl."""
+
+    def __init__(self, study):
+        super().__init__()
+        self.study = study
+
+    def __missing__(self, name: str) -> dict:
+        s = self.study
+        if name.endswith("/no2"):  # the same costs with the 2-bit options left out
+            full = self[name.removesuffix("/no2")]
+            value = {k: {o: (c if not o.startswith("2b") else float("inf")) for o, c in row.items()}
+                     for k, row in full.items()}
+            self[name] = value
+            return value
+        kind, _, base = name.partition("@")
+        if kind in ("fisher", "taylor"):
+            value = s.costs_at(base, s.uniform(base))[kind]
+        elif name == "output":
+            value = s.costs_at("3b-g64", s.uniform("3b-g64"))["output"]
+        elif kind == "fisher-rtn":
+            value = s.rtn_costs_at(base, s.uniform(base))["fisher"]
+        elif name == "isolated-kl":  # g64 options only: the others cost inf
+            isolated = s.isolated([f"{b}b-g64" for b in (2, 3, 4, 8)])
+            value = {k: {o.label: isolated[k].get(o.label, float("inf")) for o in s.table[k]} for k in isolated}
+        else:
+            raise KeyError(name)
+        self[name] = value
+        return value
+
+    def items(self):  # every model, for the Spearman table
+        for name in ("fisher@3b-g64", "fisher@4b-g64", "taylor@3b-g64", "taylor@4b-g64", "output",
+                     "fisher-rtn@3b-g64", "isolated-kl"):
+            yield name, self[name]
+
+
+class Study:
+    def __init__(self, args):
+        self.args = args
+        self.work = Path(args.work)
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.out = Path(args.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.results_path = self.out / "results.json"
+        self.results = json.loads(self.results_path.read_text()) if self.results_path.exists() else {}
+        self.model, self.tok = load_model(args.model)
+        self.model.requires_grad_(False)
+        self.units = model_units(self.model)
+        root = data_dir(None)
+        rows = calibration_samples(self.tok, calibration_texts("wikitext2-valid", root),
+                                   n_samples=args.calib_samples + args.kl_samples, seq_len=args.seq_len, seed=0)
+        self.calib, self.kl_rows = rows[:args.calib_samples], rows[args.calib_samples:]
+        self.test_ids = self.tok(wikitext2_test_text(root), return_tensors="pt").input_ids[0]
+        self.options = option_grid(asym=args.asym)
+        self.decoder_params = sum(u.params for u in self.units)
+        self.other_bytes = 2 * (sum(p.numel() for p in self.model.parameters()) - self.decoder_params)
+        self.table = None
+
+    def save(self) -> None:
+        self.results["meta"] = {"model": self.args.model or "SmolLM2-135M-Instruct (bundled)",
+                                "units": len(self.units), "decoder_params": self.decoder_params,
+                                "other_bytes_bf16": self.other_bytes, "versions": versions(),
+                                "machine": "2-core CPU, 24 GiB (no GPU)", "args": vars(self.args)}
+        self.results_path.write_text(json.dumps(self.results, indent=1))
+
+    # ---- stage: table -------------------------------------------------------------------------------------
+    def load_table(self) -> None:
+        path = self.work / "table.pt"
+        if path.exists():
+            self.hessians, table = torch.load(path)
+            self.table = {k: {Option.parse(o): q for o, q in v.items()} for k, v in table.items()}
+            return
+        started = time.perf_counter()
+        self.hessians = unit_hessians(self.model, self.units, self.calib)
+        t_h = time.perf_counter() - started
+        self.table = rounded_table(self.model, self.units, self.hessians, self.options)
+        t_all = time.perf_counter() - started
+        torch.save((self.hessians, {k: {o.label: q for o, q in v.items()} for k, v in self.table.items()}), path)
+        self.results["timing"] = {"hessians_s": round(t_h, 1), "table_s": round(t_all - t_h, 1),
+                                  "solves": sum(len(v) for v in self.table.values())}
+        self.save()
+
+    def size_bits(self, allocation) -> tuple[int, float]:
+        """(bytes of the decoder units, bits per decoder weight)."""
+        total = sum(unit_bytes(u, allocation[u.key]) for u in self.units)
+        return total, 8 * total / self.decoder_params
+
+    # ---- stage: grads -------------------------------------------------------------------------------------
+    def costs_at(self, name: str, allocation) -> dict:
+        """Proxy costs with gradients taken at `allocation` (cached by name)."""
+        path = self.work / f"costs-{name}.pt"
+        if path.exists():
+            return torch.load(path)
+        started = time.perf_counter()
+        with allocation_applied(self.model, self.units, self.table, allocation):
+            grad, fisher = gradients(self.model, self.calib[:self.args.grad_samples], self.units)
+        costs = proxy_costs(self.model, self.units, self.table, self.hessians, grad, fisher)
+        costs = {c: {k: {o.label: v for o, v in row.items()} for k, row in t.items()} for c, t in costs.items()}
+        torch.save(costs, path)
+        self.results.setdefault("timing", {})[f"costs_{name}_s"] = round(time.perf_counter() - started, 1)
+        self.save()
+        return costs
+
+    def rtn_costs_at(self, name: str, allocation) -> dict:
+        """The cheap variant: Fisher and Taylor costs with W − Q from round-to-nearest, gradients at `allocation`."""
+        path = self.work / f"costs-rtn-{name}.pt"
+        if path.exists():
+            return torch.load(path)
+        started = time.perf_counter()
+        table = rtn_table(self.model, self.units, self.options)
+        with allocation_applied(self.model, self.units, self.table, allocation):
+            grad, fisher = gradients(self.model, self.calib[:self.args.grad_samples], self.units)
+        costs = proxy_costs(self.model, self.units, table, self.hessians, grad, fisher)
+        costs = {c: {k: {o.label: v for o, v in row.items()} for k, row in t.items()} for c, t in costs.items()}
+        torch.save(costs, path)
+        self.results.setdefault("timing", {})[f"costs_rtn_{name}_s"] = round(time.perf_counter() - started, 1)
+        self.save()
+        return costs
+
+    def uniform(self, label: str) -> dict:
+        option = Option.parse(label)
+        return {u.key: option if option in self.table[u.key] else Option(option.bits, 64, option.sym)
+                for u in self.units}
+
+    def reference(self):
+        if not hasattr(self, "_ref"):
+            self._ref = log_probs(self.model, self.kl_rows)
+        return self._ref
+
+    def kl(self, allocation) -> float:
+        reference = self.reference()  # of the float model: taken before any allocation is applied
+        with allocation_applied(self.model, self.units, self.table, allocation):
+            return kl_to(self.model, self.kl_rows, reference)
+
+    def ppl(self, allocation) -> float:
+        with allocation_applied(self.model, self.units, self.table, allocation):
+            return perplexity(self.model, self.test_ids, max_windows=self.args.windows, progress=False).ppl
+
+    # ---- allocation --------------------------------------------------------------------------------------
+    def solve(self, costs: dict, max_bits: float = 4.6) -> knapsack.Solution:
+        """costs: {unit key: {option label: cost}} -> the DP over every budget up to `max_bits`."""
+        cache = self.__dict__.setdefault("_solutions", {})
+        if (id(costs), max_bits) in cache and cache[(id(costs), max_bits)][0] is costs:
+            return cache[(id(costs), max_bits)][1]
+        labels = [[o for o in self.table[u.key]] for u in self.units]
+        cost_rows = [[costs[u.key][o.label] for o in opts] for u, opts in zip(self.units, labels)]
+        size_rows = [[unit_bytes(u, o) for o in opts] for u, opts in zip(self.units, labels)]
+        self._labels = labels
+        solution = knapsack.solve(cost_rows, size_rows, int(max_bits * self.decoder_params / 8))
+        cache[(id(costs), max_bits)] = (costs, solution)
+        return solution
+
+    def pick(self, solution, bits: float) -> dict:
+        chosen = knapsack.pick(solution, int(bits * self.decoder_params / 8))
+        return {u.key: opts[k] for u, opts, k in zip(self.units, self._labels, chosen)}
+
+    # ---- stage: validate ---------------------------------------------------------------------------------
+    def random_allocations(self, n: int, bits: float, options: list[str] | None, seed: int,
+                           around: dict | None = None) -> list[dict]:
+        """n allocations within `bits` per decoder weight: the knapsack on random costs (steeper for fewer
+        bits, so each fills its budget), restricted to `options` labels when given; with `around` (costs),
+        those costs times log-normal noise (σ = 1): equal-byte allocations near that optimum."""
+        rng = random.Random(seed)
+        out = []
+        for _ in range(n):
+            costs = {u.key: {o.label: ((around[u.key][o.label] * math.exp(rng.gauss(0, 1)) if around else
+                                        rng.random() * 4.0 ** -o.bits)
+                                       if options is None or o.label in options else float("inf"))
+                             for o in self.table[u.key]} for u in self.units}
+            out.append(self.pick(self.solve(costs, bits + 0.01), bits))
+        return out
+
+    def isolated(self, labels: list[str]) -> dict:
+        path = self.work / "isolated.pt"
+        if path.exists():
+            return torch.load(path)
+        started = time.perf_counter()
+        rows = self.kl_rows[:1]
+        ref = log_probs(self.model, rows)
+        kl = isolated_kl(self.model, self.units, self.table, [Option.parse(l) for l in labels], rows, ref)
+        kl = {k: {o.label: v for o, v in row.items()} for k, row in kl.items()}
+        torch.save(kl, path)
+        self.results.setdefault("timing", {})["isolated_kl_s"] = round(time.perf_counter() - started, 1)
+        self.save()
+        return kl
+
+    def cost_models(self) -> "CostModels":
+        return CostModels(self)
+
+    def validate(self) -> None:
+        g64 = [f"{b}b-g64" for b in (2, 3, 4, 8)]
+        models = self.cost_models()
+        sets = {"random, all options, 3.25 bits": (None, 3.25, 1, None),
+                "near the Fisher optimum, g64 options, 3.25 bits": (g64, 3.25, 2, models["fisher@3b-g64"])}
+        report = self.results.setdefault("validate", {})
+        for name, (labels, bits, seed, around) in sets.items():
+            done = report.get(name, {}).get("allocations", [])
+            allocs = self.random_allocations(self.args.random, bits, labels, seed, around)
+            for a in allocs[len(done):]:
+                done.append({"bits": self.size_bits(a)[1], "kl": self.kl(a),
+                             "allocation": {k: o.label for k, o in a.items()}})
+                report[name] = {"allocations": done}
+                self.save()
+            measured = [d["kl"] for d in done]
+            rho = {}
+            for cname, cost in models.items():
+                if cname == "isolated-kl" and labels is None:  # it has g64 options only
+                    continue
+                pred = [sum(cost[k][o] for k, o in d["allocation"].items()) for d in done]
+                rho[cname] = round(spearman(pred, measured), 3)
+            report[name] = {"allocations": done, "spearman": rho,
+                            "bits_range": [min(d["bits"] for d in done), max(d["bits"] for d in done)]}
+            print(name, rho, flush=True)
+            self.save()
+
+
+    # ---- stage: frontier ---------------------------------------------------------------------------------
+    def measure(self, name: str, allocation, extra: dict | None = None) -> dict:
+        """KL and perplexity of one allocation, recorded under results["frontier"][name] (cached)."""
+        done = self.results.setdefault("frontier", {})
+        if name in done:
+            return done[name]
+        size, bits = self.size_bits(allocation)
+        row = {"bits": round(bits, 4), "decoder_bytes": size, "checkpoint_bytes": size + self.other_bytes,
+               "kl": self.kl(allocation), "ppl": self.ppl(allocation),
+               "allocation": {k: o.label for k, o in allocation.items()}, **(extra or {})}
+        done[name] = row
+        self.save()
+        print(f"{name:40s} {bits:6.3f} bits  KL {row['kl']:.4f}  ppl {row['ppl']:.3f}", flush=True)
+        return row
+
+    def llamacpp_mix(self, bits: float) -> dict:
+        """llama.cpp's k-quant priorities on GPTQ units: start every unit at the width below the budget and
+        give the next width first to down and qkv (attn_v) of the use_more_bits layers (i < n/8, i >= 7n/8,
+        (i - n/8) % 3 == 2), then down/qkv of the rest, then o, then gate_up, while the budget lasts."""
+        n = max(u.layer for u in self.units) + 1
+        more = lambda i: i < n / 8 or i >= 7 * n / 8 or (i - n // 8) % 3 == 2  # noqa: E731
+        rank = {"down": 0, "qkv": 0, "o": 1, "gate_up": 2}
+        low = max(w for w in (2, 3, 4, 8) if w <= bits - 0.3 or w == 2)
+        high = min(w for w in (3, 4, 8) if w > low)
+        alloc = {u.key: Option(low, 64) for u in self.units}
+        order = sorted(self.units, key=lambda u: (rank[u.name] + (0 if more(u.layer) else 0.5), u.layer))
+        for unit in order:
+            trial = dict(alloc, **{unit.key: Option(high, 64)})
+            if self.size_bits(trial)[1] <= bits:
+                alloc = trial
+        return alloc
+
+    def layer_costs(self) -> dict:
+        """The old baseline's costs: per decoder layer and width (g64), KL with that layer alone rounded."""
+        path = self.work / "layer_kl.pt"
+        if path.exists():
+            return torch.load(path)
+        rows = self.kl_rows[:1]
+        ref = log_probs(self.model, rows)
+        out = {}
+        for layer in sorted({u.layer for u in self.units}):
+            mine = [u for u in self.units if u.layer == layer]
+            for b in (2, 3, 4, 8):
+                with allocation_applied(self.model, mine, self.table, {u.key: Option(b, 64) for u in mine}):
+                    out.setdefault(layer, {})[b] = kl_to(self.model, rows, ref)
+        torch.save(out, path)
+        return out
+
+    def layer_knapsack(self, bits: float) -> dict:
+        """Today's rule: one width per decoder layer ({2,3,4,8} at g64), exact knapsack on isolated KL."""
+        per_layer = self.layer_costs()
+        layers = sorted(per_layer)
+        widths = (2, 3, 4, 8)
+        members = {i: [u for u in self.units if u.layer == i] for i in layers}
+        sizes = [[sum(unit_bytes(u, Option(b, 64)) for u in members[i]) for b in widths] for i in layers]
+        solution = knapsack.solve([[per_layer[i][b] for b in widths] for i in layers], sizes,
+                                  int(4.6 * self.decoder_params / 8))
+        chosen = knapsack.pick(solution, int(bits * self.decoder_params / 8))
+        return {u.key: Option(widths[k], 64) for i, k in zip(layers, chosen) for u in members[i]}
+
+    def relinearised(self, bits: float, start: dict, rounds: int = 2) -> tuple[dict, list]:
+        """Re-take the gradients at the chosen allocation, re-solve, keep the lowest calibration KL."""
+        best, best_kl, trace = start, self.kl(start), []
+        current = start
+        for r in range(rounds):
+            costs = self.costs_at(f"relin-{bits}-{r}", current)["fisher"]
+            current = self.pick(self.solve(costs), bits)
+            kl = self.kl(current)
+            trace.append(round(kl, 5))
+            if kl < best_kl:
+                best, best_kl = current, kl
+        return best, trace
+
+    def frontier(self) -> None:
+        """Most informative first, so a run cut short still answers: the uniform baselines, then at every
+        budget the default (Fisher at the quantized point) against the llama.cpp mix and today's per-layer
+        knapsack, then the other cost models and re-linearisation."""
+        models = self.cost_models()
+        sym = [o.label for o in self.options if o.sym and o.label not in SKIPPED_UNIFORM]
+        for label in sorted(sym, key=lambda l: (abs(Option.parse(l).bits - 3.5), l)):
+            self.measure(f"uniform {label}", self.uniform(label))
+        for bits in BUDGETS_ORDER:
+            base = "3b-g64" if bits <= 3.5 else "4b-g64"
+            if bits >= 3.1:  # 3-bit per channel is the cheapest option without 2 bits (3.07 b)
+                self.measure(f"unit knapsack (fisher@{base}, 3/4/8 bits) @{bits}",
+                             self.pick(self.solve(models[f"fisher@{base}/no2"]), bits))
+            self.measure(f"unit knapsack (fisher@{base}) @{bits}", self.pick(self.solve(models[f"fisher@{base}"]), bits))
+            self.measure(f"llama.cpp-style mix @{bits}", self.llamacpp_mix(bits))
+            self.measure(f"layer knapsack (isolated KL, g64) @{bits}", self.layer_knapsack(bits))
+        for bits in [float(b) for b in self.args.more_budgets.split(",")]:
+            for cname in self.args.more_costs.split(","):
+                if cname:
+                    self.measure(f"unit knapsack ({cname}) @{bits}", self.pick(self.solve(models[cname]), bits))
+            base = "3b-g64" if bits <= 3.5 else "4b-g64"
+            key = f"unit knapsack (fisher, re-linearised) @{bits}"
+            if self.args.relin and key not in self.results.get("frontier", {}):
+                start = self.pick(self.solve(models[f"fisher@{base}"]), bits)
+                alloc, trace = self.relinearised(bits, start, self.args.relin)
+                self.measure(key, alloc, {"relin_kl_trace": trace})
+
+
+    # ---- stage: autoscheme (its allocation, rounded by the same GPTQ as every other row) -------------------
+    def autoscheme(self) -> None:
+        path = self.out / "autoscheme.json"
+        if not path.exists():
+            print(f"no {path}: run eval/autoscheme_lane.py first", flush=True)
+            return
+        lane = json.loads(path.read_text())
+        for budget, entry in lane["budgets"].items():
+            alloc = {u.key: Option.parse(entry["allocation"][u.key]) for u in self.units}
+            self.measure(f"AutoScheme allocation, same GPTQ @{float(budget):g}", alloc,
+                         {"autoscheme_seconds": lane["seconds"]})
+
+
+    # ---- stage: evo (EvoPress-style search, seeded from the knapsack) -------------------------------------
+    def evo(self, bits: float, generations: int, offspring: int = 4, seed: int = 0) -> None:
+        """(1+λ) search: mutations swap the options of two units of the same kind (same shapes, so bytes stay
+        exact); fitness = KL on 2 held-out rows, a winner confirmed on all KL rows (EvoPress, ICML 2025)."""
+        key = f"evo (from fisher knapsack, {generations} gens) @{bits}"
+        if key in self.results.get("frontier", {}):
+            return
+        rng = random.Random(seed)
+        base = "3b-g64" if bits <= 3.5 else "4b-g64"
+        parent = self.pick(self.solve(self.cost_models()[f"fisher@{base}"]), bits)
+        rows, ref = self.kl_rows[:2], None
+        ref = log_probs(self.model, rows)
+
+        def fitness(alloc):
+            with allocation_applied(self.model, self.units, self.table, alloc):
+                return kl_to(self.model, rows, ref)
+
+        best, trace, started = fitness(parent), [], time.perf_counter()
+        kinds = {}
+        for u in self.units:
+            kinds.setdefault(u.name, []).append(u.key)
+        for _ in range(generations):
+            children = []
+            for _ in range(offspring):
+                child = dict(parent)
+                for _ in range(rng.randint(1, 3)):
+                    a, b = rng.sample(kinds[rng.choice(list(kinds))], 2)
+                    child[a], child[b] = child[b], child[a]
+                children.append((fitness(child), child))
+            score, child = min(children, key=lambda c: c[0])
+            if score < best:
+                best, parent = score, child
+            trace.append(round(best, 5))
+        self.measure(key, parent, {"evo_trace": trace, "evo_seconds": round(time.perf_counter() - started, 1)})
+
+
+def main() -> None:
+    args = parse()
+    study = Study(args)
+    stages = args.stages.split(",")
+    study.load_table()
+    if "validate" in stages:
+        study.validate()
+    if "frontier" in stages:
+        study.frontier()
+    if "autoscheme" in stages:
+        study.autoscheme()
+    if "evo" in stages:
+        for bits in args.evo_budgets.split(","):
+            study.evo(float(bits), args.evo_generations)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Tables and the Pareto plot of eval/mixed_units.py's results (perplexity against stored bytes).
+
+    python eval/report_mixed_units.py --results eval/results/mixed_units/results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+METHODS = {  # frontier-name prefix -> label in the table and legend
+    "unit knapsack (fisher@3b-g64, 3/4/8": "compress: unit knapsack, Fisher, options 3/4/8 bits",
+    "unit knapsack (fisher@4b-g64, 3/4/8": "compress: unit knapsack, Fisher, options 3/4/8 bits",
+    "unit knapsack (fisher@": "unit knapsack, Fisher at the quantized point, options 2/3/4/8 bits",
+    "unit knapsack (fisher, re-linearised)": "compress: ... re-linearised",
+    "AutoScheme allocation, same GPTQ": "auto-round AutoScheme allocation, same GPTQ",
+    "auto-round AutoScheme": "auto-round AutoScheme, its own rounding",
+    "llama.cpp-style mix": "llama.cpp-style mix (k-quant priorities)",
+    "layer knapsack (isolated KL, g64)": "per-layer knapsack on isolated KL (before)",
+    "unit knapsack (output)": "unit knapsack, GPTQ output error",
+    "unit knapsack (taylor@3b-g64)": "unit knapsack, |g ⊙ ΔW| (AutoScheme's cost) at 3b-g64",
+    "unit knapsack (fisher-rtn@3b-g64)": "unit knapsack, Fisher with RTN ΔW",
+    "evo": "evolutionary search from the knapsack",
+}
+
+
+def method_of(name: str) -> str | None:
+    return next((label for prefix, label in METHODS.items() if name.startswith(prefix)), None)
+
+
+def budget_of(name: str) -> float | None:
+    m = re.search(r"@([\d.]+)$", name)
+    return float(m[1]) if m else None
+
+
+def tables(results: dict) -> str:
+    frontier = results["frontier"]
+    lines = []
+    uniform = sorted(((v["bits"], k.removeprefix("uniform "), v) for k, v in frontier.items()
+                      if k.startswith("uniform ")), key=lambda t: t[0])
+    lines += ["| uniform option | bits / decoder weight | checkpoint MiB | calib KL | WikiText-2 ppl |", "|---|---|---|---|---|"]
+    lines += [f"| {label} | {b:.3f} | {v['checkpoint_bytes'] / 2**20:.1f} | {v['kl']:.4f} | {v['ppl']:.2f} |"
+              for b, label, v in uniform]
+    budgets = sorted({budget_of(k) for k in frontier if budget_of(k) is not None})
+    methods = [m for m in dict.fromkeys(method_of(k) for k in frontier) if m]
+    lines += ["", "| method | " + " | ".join(f"@{b:g}" for b in budgets) + " |", "|---" * (len(budgets) + 1) + "|"]
+    for method in methods:
+        cells = []
+        for b in budgets:
+            row = next((v for k, v in frontier.items() if method_of(k) == method and budget_of(k) == b), None)
+            cells.append(f"{row['ppl']:.2f} ({row['bits']:.3f} b)" if row else "–")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    best = {b: min(((v["ppl"], k) for k, v in frontier.items() if k.startswith("uniform ") and v["bits"] <= b + 1e-9),
+                   default=None) for b in budgets}
+    lines.append("| best uniform option within the budget | " + " | ".join(
+        f"{best[b][0]:.2f} ({best[b][1].removeprefix('uniform ')})" if best[b] else "–" for b in budgets) + " |")
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frontier = results["frontier"]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    uniform = [(v["bits"], v["ppl"], k.removeprefix("uniform ")) for k, v in frontier.items() if k.startswith("uniform ")]
+    ax.scatter([u[0] for u in uniform], [u[1] for u in uniform], c="grey", marker="x", label="uniform GPTQ options")
+    for b, p, label in uniform:
+        if p < 200:
+            ax.annotate(label, (b, p), fontsize=7, color="grey")
+    for method in dict.fromkeys(method_of(k) for k in frontier):
+        if not method:
+            continue
+        pts = sorted((v["bits"], v["ppl"]) for k, v in frontier.items() if method_of(k) == method)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
+    ax.set_yscale("log")
+    ax.set_xlabel("stored bits per decoder weight (codes, fp16 scales, zeros, g_idx)")
+    ax.set_ylabel("WikiText-2 test perplexity (lower is better)")
+    ax.set_title(f"{results['meta']['model']}: mixed precision vs uniform GPTQ at equal bytes")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--results", default="eval/results/mixed_units/results.json")
+    args = p.parse_args()
+    path = Path(args.results)
+    results = json.loads(path.read_text())
+    text = tables(results)
+    (path.parent / "tables.md").write_text(text + "\n")
+    plot(results, path.parent / "pareto.png")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
