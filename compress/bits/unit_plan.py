@@ -58,7 +58,7 @@ def check_model_budget(model: str | None, options, avg_bits: float) -> None:
     check_budget(group_units((n, i, tuple(m.weight.shape)) for n, i, m in named_linears(meta)), options, avg_bits)
 
 
-def base_option(avg_bits: float, options) -> Option:
+def gradient_point(avg_bits: float, options) -> Option:
     """The uniform option the gradients are taken at: the largest width whose g64 (or nearest) form fits."""
     widths = sorted({o.bits for o in options})
     fitting = [w for w in widths if w + (16 + w) / 64 <= avg_bits + 1e-9] or widths[:1]
@@ -77,7 +77,7 @@ def unit_plan(model, calib: torch.Tensor, avg_bits: float, options, rounds: int 
     timing, started = {}, time.perf_counter()
     hessians = unit_hessians(model, units, calib[kl_rows:], progress=progress)
     timing["hessians_s"] = round(time.perf_counter() - started, 1)
-    base = base_option(avg_bits, options)
+    base = gradient_point(avg_bits, options)
     labels = {u.key: unit_options(u, options) for u in units}
     allocation = {u.key: base if base in labels[u.key] else labels[u.key][0] for u in units}
     table = rounded_table(model, units, hessians, options, progress=progress) if rounds else None
@@ -86,13 +86,14 @@ def unit_plan(model, calib: torch.Tensor, avg_bits: float, options, rounds: int 
     held_out, reference, best, trace = calib[:kl_rows], None, None, []
     for r in range(rounds + 1):
         t0 = time.perf_counter()
-        at = table or rounded_table(model, units, hessians, sorted(set(allocation.values())), progress=progress)
+        at = table or rounded_table(model, units, hessians, list(dict.fromkeys(allocation.values())),
+                                    progress=progress)
         with allocation_applied(model, units, at, allocation):
-            _, fisher = gradients(model, calib[kl_rows:kl_rows + grad_rows], units, progress=progress)
+            grad, fisher = gradients(model, calib[kl_rows:kl_rows + grad_rows], units, progress=progress)
         if table is None:
             costs = fisher_costs(model, units, hessians, options, fisher, progress=progress)
         else:
-            costs = proxy_costs(model, units, table, hessians, _, fisher)["fisher"]
+            costs = proxy_costs(model, units, table, hessians, grad, fisher)["fisher"]
         # 256-byte steps, finer for tiny models so rounding each size up cannot eat the budget
         resolution = max(1, min(256, min(min(row) for row in sizes) // 16))
         solution = knapsack.solve([[costs[u.key][o] for o in labels[u.key]] for u in units], sizes, budget,
@@ -108,7 +109,7 @@ def unit_plan(model, calib: torch.Tensor, avg_bits: float, options, rounds: int 
         timing[f"round{r}_s"] = round(time.perf_counter() - t0, 1)
     _, allocation, costs = best if best else (None, allocation, costs)
     total = sum(unit_bytes(u, allocation[u.key]) for u in units)
-    stats = {"allocator": "units", "base_option": base.label, "rounds": rounds, "kl_trace": trace,
+    stats = {"allocator": "units", "gradient_point": base.label, "rounds": rounds, "kl_trace": trace,
              "decoder_bytes": total, "bits_per_decoder_weight": 8 * total / sum(u.params for u in units),
              "seconds": timing}
     return UnitPlan(to_plan(units, allocation), {k: {o.label: v for o, v in row.items()} for k, row in costs.items()},
