@@ -5,7 +5,8 @@ Stages (each cached under --work so a rerun resumes; run alone, 2 CPU cores):
   grads     gradient and squared gradient of the LM loss at uniform base points (3b-g64, 4b-g64)
   validate  Spearman(predicted, measured KL) of each cost model over >= 30 random allocations of equal bytes
   frontier  allocations at each budget by each method -> KL on held-out calibration rows and WikiText-2
-            test perplexity on a fixed prefix (windows x 2048 tokens)
+            test perplexity on a fixed prefix (windows x 2048 tokens); then `more`
+  more      only the other cost models (--more-costs) and re-linearisation at --more-budgets
 Every weight comes from the same solver and Hessians, so methods differ only in their allocation.
 Calibration rows (Hessians, gradients, KL) are cut from WikiText-2 *validation*; perplexity is on *test*.
 
@@ -27,8 +28,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from compress.bits import knapsack  # noqa: E402
+from compress.bits.unit_plan import gradient_point, relinearise  # noqa: E402
 from compress.bits.unit_costs import (allocation_applied, gradients, isolated_kl, kl_to, log_probs,  # noqa: E402
-                                      model_units, proxy_costs, rounded_table, rtn_table, unit_hessians)
+                                      proxy_costs, rounded_table, rtn_table, unit_hessians)
+from compress.model.units import model_units  # noqa: E402
 from compress.bits.options import option_grid  # noqa: E402
 from compress.quant.storage import unit_bytes  # noqa: E402
 from compress.plan import Option  # noqa: E402
@@ -41,6 +44,8 @@ from compress.scores import spearman  # noqa: E402
 BUDGETS = (2.5, 3.0, 3.25, 3.5, 4.0, 4.5)  # bits per decoder weight, scales and zeros counted
 BUDGETS_ORDER = (3.25, 3.0, 2.5, 4.0, 3.5, 4.5)  # the issue's headline budget first
 # uniform options left out of the sweep: far from every budget (8-bit) or measured useless at 2 bits
+# uniform options the knapsack is also run at, at exactly their bytes (the issue's "equal bytes")
+EQUAL_BYTES = ("3b-g64", "4b-g64", "3b-g128", "3b-g32", "4b-ch", "4b-g128")
 SKIPPED_UNIFORM = ("8b-g32", "8b-g128", "2b-g128", "2b-ch", "8b-g64", "8b-ch", "2b-g32", "2b-g64")
 
 
@@ -343,18 +348,19 @@ class Study:
         chosen = knapsack.pick(solution, int(bits * self.decoder_params / 8))
         return {u.key: Option(widths[k], 64) for i, k in zip(layers, chosen) for u in members[i]}
 
-    def relinearised(self, bits: float, start: dict, rounds: int = 2) -> tuple[dict, list]:
-        """Re-take the gradients at the chosen allocation, re-solve, keep the lowest calibration KL."""
-        best, best_kl, trace = start, self.kl(start), []
-        current = start
-        for r in range(rounds):
-            costs = self.costs_at(f"relin-{bits}-{r}", current)["fisher"]
-            current = self.pick(self.solve(costs), bits)
-            kl = self.kl(current)
-            trace.append(round(kl, 5))
-            if kl < best_kl:
-                best, best_kl = current, kl
-        return best, trace
+    def relinearised(self, bits: float, rounds: int = 2) -> tuple[dict, list]:
+        """unit_plan's re-linearisation on the cached table: round 0 is the knapsack on Fisher at the
+        gradient point, each next round re-takes the gradients at the chosen allocation."""
+        base = self.base(bits)
+        costs_at = lambda a, r: (self.cost_models()[f"fisher@{base}"] if r == 0 else  # noqa: E731
+                                 self.costs_at(f"relin-{bits}-{r - 1}", a)["fisher"])
+        alloc, _, trace = relinearise(self.uniform(base), rounds, costs_at,
+                                      lambda c: self.pick(self.solve(c), bits), self.kl)
+        return alloc, trace
+
+    def base(self, bits: float) -> str:
+        """The uniform option the Fisher costs at `bits` are linearised at: unit_plan's gradient_point."""
+        return gradient_point(bits, self.options).label
 
     def frontier(self) -> None:
         """Most informative first, so a run cut short still answers: the uniform baselines, then at every
@@ -364,23 +370,31 @@ class Study:
         sym = [o.label for o in self.options if o.sym and o.label not in SKIPPED_UNIFORM]
         for label in sorted(sym, key=lambda l: (abs(Option.parse(l).bits - 3.5), l)):
             self.measure(f"uniform {label}", self.uniform(label))
+        for label in EQUAL_BYTES:  # the plain alternative at exactly its own bytes
+            bits = self.size_bits(self.uniform(label))[1]
+            base = self.base(bits)
+            self.measure(f"unit knapsack (fisher@{base}, 3/4/8 bits) @={label}",
+                         self.pick(self.solve(models[f"fisher@{base}/no2"]), bits), {"equal_bytes_to": label})
         for bits in BUDGETS_ORDER:
-            base = "3b-g64" if bits <= 3.5 else "4b-g64"
+            base = self.base(bits)
             if bits >= 3.1:  # 3-bit per channel is the cheapest option without 2 bits (3.07 b)
                 self.measure(f"unit knapsack (fisher@{base}, 3/4/8 bits) @{bits}",
                              self.pick(self.solve(models[f"fisher@{base}/no2"]), bits))
             self.measure(f"unit knapsack (fisher@{base}) @{bits}", self.pick(self.solve(models[f"fisher@{base}"]), bits))
             self.measure(f"llama.cpp-style mix @{bits}", self.llamacpp_mix(bits))
             self.measure(f"layer knapsack (isolated KL, g64) @{bits}", self.layer_knapsack(bits))
+        self.more()
+
+    def more(self) -> None:
+        """The other cost models and re-linearisation at --more-budgets."""
+        models = self.cost_models()
         for bits in [float(b) for b in self.args.more_budgets.split(",")]:
             for cname in self.args.more_costs.split(","):
                 if cname:
                     self.measure(f"unit knapsack ({cname}) @{bits}", self.pick(self.solve(models[cname]), bits))
-            base = "3b-g64" if bits <= 3.5 else "4b-g64"
             key = f"unit knapsack (fisher, re-linearised) @{bits}"
             if self.args.relin and key not in self.results.get("frontier", {}):
-                start = self.pick(self.solve(models[f"fisher@{base}"]), bits)
-                alloc, trace = self.relinearised(bits, start, self.args.relin)
+                alloc, trace = self.relinearised(bits, self.args.relin)
                 self.measure(key, alloc, {"relin_kl_trace": trace})
 
 
@@ -405,7 +419,7 @@ class Study:
         if key in self.results.get("frontier", {}):
             return
         rng = random.Random(seed)
-        base = "3b-g64" if bits <= 3.5 else "4b-g64"
+        base = self.base(bits)
         parent = self.pick(self.solve(self.cost_models()[f"fisher@{base}"]), bits)
         rows, ref = self.kl_rows[:2], None
         ref = log_probs(self.model, rows)
@@ -442,6 +456,8 @@ def main() -> None:
         study.validate()
     if "frontier" in stages:
         study.frontier()
+    elif "more" in stages:
+        study.more()
     if "autoscheme" in stages:
         study.autoscheme()
     if "evo" in stages:

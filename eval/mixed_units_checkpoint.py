@@ -20,7 +20,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from compress.bits.unit_costs import kl_to, log_probs, model_units  # noqa: E402
+from compress.bits.unit_costs import kl_to, log_probs  # noqa: E402
+from compress.model.units import model_units  # noqa: E402
 from compress.bits.unit_plan import to_plan  # noqa: E402
 from compress.data import calibration_samples, calibration_texts, data_dir, wikitext2_test_text  # noqa: E402
 from compress.evaluation.perplexity import perplexity  # noqa: E402

@@ -13,17 +13,25 @@ from pathlib import Path
 METHODS = {  # frontier-name prefix -> label in the table and legend
     "unit knapsack (fisher@3b-g64, 3/4/8": "compress: unit knapsack, Fisher, options 3/4/8 bits",
     "unit knapsack (fisher@4b-g64, 3/4/8": "compress: unit knapsack, Fisher, options 3/4/8 bits",
+    "unit knapsack (taylor@3b-g64/no2": "unit knapsack, |g ⊙ ΔW| (AutoScheme's cost) at 3b-g64, options 3/4/8 bits",
+    "unit knapsack (taylor@4b-g64/no2": "unit knapsack, |g ⊙ ΔW| (AutoScheme's cost) at 4b-g64, options 3/4/8 bits",
     "unit knapsack (fisher@": "unit knapsack, Fisher at the quantized point, options 2/3/4/8 bits",
-    "unit knapsack (fisher, re-linearised)": "compress: ... re-linearised",
+    "unit knapsack (fisher, re-linearised)": "unit knapsack, Fisher, options 2/3/4/8 bits, re-linearised once",
     "AutoScheme allocation, same GPTQ": "auto-round AutoScheme allocation, same GPTQ",
     "auto-round AutoScheme": "auto-round AutoScheme, its own rounding",
     "llama.cpp-style mix": "llama.cpp-style mix (k-quant priorities)",
     "layer knapsack (isolated KL, g64)": "per-layer knapsack on isolated KL (before)",
     "unit knapsack (output)": "unit knapsack, GPTQ output error",
-    "unit knapsack (taylor@3b-g64)": "unit knapsack, |g ⊙ ΔW| (AutoScheme's cost) at 3b-g64",
+    "unit knapsack (taylor@3b-g64)": "unit knapsack, |g ⊙ ΔW| (AutoScheme's cost) at 3b-g64, options 2/3/4/8 bits",
     "unit knapsack (fisher-rtn@3b-g64)": "unit knapsack, Fisher with RTN ΔW",
     "evo": "evolutionary search from the knapsack",
 }
+
+
+PLOTTED = {"compress: unit knapsack, Fisher, options 3/4/8 bits", "llama.cpp-style mix (k-quant priorities)",
+           "per-layer knapsack on isolated KL (before)", "unit knapsack, Fisher at the quantized point, options 2/3/4/8 bits",
+           "auto-round AutoScheme allocation, same GPTQ", "auto-round AutoScheme, its own rounding"}
+YMAX = 1500  # perplexity; the plot's upper edge
 
 
 def method_of(name: str) -> str | None:
@@ -35,9 +43,24 @@ def budget_of(name: str) -> float | None:
     return float(m[1]) if m else None
 
 
+def equal_bytes(frontier: dict) -> list[str]:
+    """Each uniform option against compress's knapsack at exactly its bytes (rows named '... @=<option>')."""
+    lines = ["| uniform option | its bits | its KL | its ppl | compress at the same bytes: bits | KL | ppl | ppl change |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, row in sorted(frontier.items(), key=lambda kv: kv[1]["bits"]):
+        label = row.get("equal_bytes_to")
+        if not label or f"uniform {label}" not in frontier:
+            continue
+        u = frontier[f"uniform {label}"]
+        lines.append(f"| {label} | {u['bits']:.3f} | {u['kl']:.4f} | {u['ppl']:.2f} | {row['bits']:.3f} | "
+                     f"{row['kl']:.4f} | **{row['ppl']:.2f}** | {100 * (row['ppl'] / u['ppl'] - 1):+.1f} % |")
+    return lines if len(lines) > 2 else []
+
+
 def tables(results: dict) -> str:
     frontier = results["frontier"]
-    lines = []
+    lines = equal_bytes(frontier)
+    lines += [""] if lines else []
     uniform = sorted(((v["bits"], k.removeprefix("uniform "), v) for k, v in frontier.items()
                       if k.startswith("uniform ")), key=lambda t: t[0])
     lines += ["| uniform option | bits / decoder weight | checkpoint MiB | calib KL | WikiText-2 ppl |", "|---|---|---|---|---|"]
@@ -51,7 +74,7 @@ def tables(results: dict) -> str:
         for b in budgets:
             row = next((v for k, v in frontier.items() if method_of(k) == method and budget_of(k) == b), None)
             cells.append(f"{row['ppl']:.2f} ({row['bits']:.3f} b)" if row else "–")
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append(f"| {method.replace('|', chr(92) + '|')} | " + " | ".join(cells) + " |")
     best = {b: min(((v["ppl"], k) for k, v in frontier.items() if k.startswith("uniform ") and v["bits"] <= b + 1e-9),
                    default=None) for b in budgets}
     lines.append("| best uniform option within the budget | " + " | ".join(
@@ -70,16 +93,19 @@ def plot(results: dict, path: Path) -> None:
     uniform = [(v["bits"], v["ppl"], k.removeprefix("uniform ")) for k, v in frontier.items() if k.startswith("uniform ")]
     ax.scatter([u[0] for u in uniform], [u[1] for u in uniform], c="grey", marker="x", label="uniform GPTQ options")
     for b, p, label in uniform:
-        if p < 200:
+        if p < YMAX:
             ax.annotate(label, (b, p), fontsize=7, color="grey")
     for method in dict.fromkeys(method_of(k) for k in frontier):
-        if not method:
+        if method not in PLOTTED:
             continue
         pts = sorted((v["bits"], v["ppl"]) for k, v in frontier.items() if method_of(k) == method)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method,
+                lw=2.5 if method.startswith("compress") else 1.2)
     ax.set_yscale("log")
+    ax.set_ylim(25, YMAX)  # the 2.5-bit points (10^4-10^5) would squash everything else; they are in tables.md
+    ax.set_xlim(2.9, 4.8)
     ax.set_xlabel("stored bits per decoder weight (codes, fp16 scales, zeros, g_idx)")
-    ax.set_ylabel("WikiText-2 test perplexity (lower is better)")
+    ax.set_ylabel("WikiText-2 test perplexity (lower is better; log)")
     ax.set_title(f"{results['meta']['model']}: mixed precision vs uniform GPTQ at equal bytes")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)

@@ -90,5 +90,5 @@ def test_per_unit_plan_for_another_model_or_width_is_refused():
         plan_config(tiny_model("llama"), wrong, GPTQConfig())
     wide = Plan((replace(plan.layers[0], units=(("qkv", Option(8, 128)),) + plan.layers[0].units[1:]),)
                 + plan.layers[1:])
-    with pytest.raises(CompressError, match="unit qkv: group size 128 does not divide its input width 32"):
+    with pytest.raises(CompressError, match="plan layer 0: unit 0.qkv: group size 128 does not divide its input width 32"):
         plan_config(tiny_model("llama"), wide, GPTQConfig())

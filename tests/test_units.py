@@ -126,7 +126,7 @@ def test_unit_plan_fills_the_budget_and_puts_bits_where_the_fisher_cost_is():
     """On a tiny Llama: every unit gets an option, the plan stays within the byte budget and uses most of it,
     a larger budget never costs more, and the plan goes through GPTQ's config as per-unit rules."""
     from compress.bits.unit_plan import budget_bytes, unit_plan
-    from compress.bits.unit_costs import model_units
+    from compress.model.units import model_units
     from compress.quant.gptq import GPTQConfig, plan_config
     from conftest import tiny_model
 
@@ -147,7 +147,8 @@ def test_unit_plan_fills_the_budget_and_puts_bits_where_the_fisher_cost_is():
 
 def test_streamed_fisher_costs_equal_the_tables():
     """rounds 0 drops each rounded weight once costed; the numbers must be those of the kept table."""
-    from compress.bits.unit_costs import (fisher_costs, gradients, model_units, proxy_costs, rounded_table,
+    from compress.model.units import model_units
+    from compress.bits.unit_costs import (fisher_costs, gradients, proxy_costs, rounded_table,
                                           unit_hessians)
     from conftest import tiny_model
 
@@ -164,3 +165,28 @@ def test_streamed_fisher_costs_equal_the_tables():
         for option in options:
             assert streamed[unit.key][option] == pytest.approx(kept[unit.key][option], rel=0.05)  # fp16 table
         assert streamed[unit.key][Option(2, 32)] > streamed[unit.key][Option(4, 32)] > 0
+
+
+def test_gradient_point_is_the_width_nearest_the_budget():
+    from compress.bits.unit_plan import gradient_point
+
+    default = option_grid(widths=(3, 4, 8))
+    assert gradient_point(3.25, default) == Option(3, 64)  # 3b-g64 stores 3.30 bits, 4b-g64 4.33
+    assert gradient_point(4.0, default) == Option(4, 64)
+    assert gradient_point(2.5, option_grid()) == Option(2, 64)
+    assert gradient_point(3.0, [o for o in option_grid(asym=True) if not o.sym]) == Option(3, 64, False)
+
+
+def test_relinearise_keeps_the_allocation_of_lowest_kl_and_linearises_at_the_last():
+    from compress.bits.unit_plan import relinearise
+
+    seen, kls = [], {0: 0.5, 1: 0.3, 2: 0.4}
+
+    def costs_at(allocation, r):
+        seen.append((allocation["a"], r))
+        return r
+
+    alloc, costs, trace = relinearise({"a": "start"}, 2, costs_at, lambda c: {"a": c}, lambda a: kls[a["a"]])
+    assert (alloc, costs, trace) == ({"a": 1}, 1, [0.5, 0.3, 0.4])
+    assert seen == [("start", 0), (0, 1), (1, 2)]
+    assert relinearise({"a": "start"}, 1, costs_at, lambda c: {"a": c}) == ({"a": 1}, 1, [])

@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from compress.bits.options import unit_options
-from compress.model.units import Unit, group_units
+from compress.model.units import Unit
 from compress.plan import Option
 from compress.model import named_linears
 from compress.quant.gptq_solve import gptq_weights, output_error
@@ -32,23 +32,18 @@ from compress.quant.gptq_solve import gptq_weights, output_error
 Allocation = Mapping[str, Option]  # unit key ("3.qkv") -> option
 
 
-def model_units(model) -> list[Unit]:
-    """The model's fused units, in layer order."""
-    return group_units((name, layer, tuple(m.weight.shape)) for name, layer, m in named_linears(model))
-
-
-def _modules(model) -> dict[str, torch.nn.Module]:
+def linear_modules(model) -> dict[str, torch.nn.Module]:
+    """{full module name: Linear} of the decoder: build once, pass to unit_weight / set_unit_weight."""
     return {name: m for name, _, m in named_linears(model)}
 
 
-def unit_weight(model, unit: Unit) -> torch.Tensor:
-    mods = _modules(model)
+def unit_weight(mods: Mapping[str, torch.nn.Module], unit: Unit) -> torch.Tensor:
+    """A unit's modules' weights stacked (out, in), float32; mods from linear_modules."""
     return torch.cat([mods[n].weight.detach() for n in unit.modules]).float()
 
 
-def set_unit_weight(model, unit: Unit, weight: torch.Tensor) -> None:
+def set_unit_weight(mods: Mapping[str, torch.nn.Module], unit: Unit, weight: torch.Tensor) -> None:
     """Write a unit's stacked (out, in) weight back into its modules."""
-    mods = _modules(model)
     start = 0
     for name, (out, _) in zip(unit.modules, unit.shapes):
         mods[name].weight.data.copy_(weight[start:start + out])
@@ -58,7 +53,7 @@ def set_unit_weight(model, unit: Unit, weight: torch.Tensor) -> None:
 def unit_hessians(model, units: Sequence[Unit], calib: torch.Tensor, batch_size: int = 4,
                   progress: bool = True) -> dict[str, torch.Tensor]:
     """{unit key: mean x xᵀ (in, in) float32} over every calibration token, inputs of the float model."""
-    mods = _modules(model)
+    mods = linear_modules(model)
     sums = {u.key: torch.zeros(u.in_features, u.in_features) for u in units}
     count = [0]
 
@@ -87,7 +82,8 @@ def rounded_table(model, units: Sequence[Unit], hessians: Mapping[str, torch.Ten
     table: dict[str, dict[Option, torch.Tensor]] = {}
     work = [(u, o) for u in units for o in unit_options(u, options)]
     bar = tqdm(work, desc="GPTQ per unit x option", unit="solve", disable=not progress, leave=False)
-    weights = {u.key: unit_weight(model, u) for u in units}
+    mods = linear_modules(model)
+    weights = {u.key: unit_weight(mods, u) for u in units}
     for unit, option in bar:
         q = gptq_weights(weights[unit.key], hessians[unit.key], option.bits, option.group_size, option.sym, damp)
         table.setdefault(unit.key, {})[option] = q.half()
@@ -100,8 +96,9 @@ def rtn_table(model, units: Sequence[Unit], options: Sequence[Option]) -> dict[s
     from compress.quant.rtn import fake_quantize
 
     table: dict[str, dict[Option, torch.Tensor]] = {}
+    mods = linear_modules(model)
     for unit in units:
-        w = unit_weight(model, unit)
+        w = unit_weight(mods, unit)
         for option in unit_options(unit, options):
             q = fake_quantize(w, option.bits, option.group_size or unit.in_features, option.sym)
             table.setdefault(unit.key, {})[option] = q.half()
@@ -112,17 +109,17 @@ def rtn_table(model, units: Sequence[Unit], options: Sequence[Option]) -> dict[s
 def allocation_applied(model, units: Sequence[Unit], table, allocation: Allocation):
     """The model with each unit's weight replaced by its table entry for `allocation` (units not in it stay
     float); restored on exit."""
-    saved = {}
+    mods, saved = linear_modules(model), {}
     try:
         for unit in units:
             if unit.key in allocation:
-                saved[unit.key] = unit_weight(model, unit)
-                set_unit_weight(model, unit, table[unit.key][allocation[unit.key]].float())
+                saved[unit.key] = unit_weight(mods, unit)
+                set_unit_weight(mods, unit, table[unit.key][allocation[unit.key]].float())
         yield model
     finally:
         for unit in units:
             if unit.key in saved:
-                set_unit_weight(model, unit, saved[unit.key])
+                set_unit_weight(mods, unit, saved[unit.key])
 
 
 def log_probs(model, rows: torch.Tensor, batch_size: int = 4) -> list[torch.Tensor]:
@@ -150,7 +147,7 @@ def gradients(model, calib: torch.Tensor, units: Sequence[Unit], batch_size: int
               progress: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """({unit key: mean gradient}, {unit key: mean squared gradient}) of the next-token loss, stacked like the
     unit's weight, per batch of `batch_size` rows (squared per batch: the empirical Fisher's diagonal)."""
-    mods = _modules(model)
+    mods = linear_modules(model)
     params = {n: mods[n].weight for u in units for n in u.modules}
     flags = {n: p.requires_grad for n, p in params.items()}
     g_sum = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
@@ -180,8 +177,9 @@ def gradients(model, calib: torch.Tensor, units: Sequence[Unit], batch_size: int
 def proxy_costs(model, units: Sequence[Unit], table, hessians, grad, fisher) -> dict[str, dict[str, dict]]:
     """{cost name: {unit key: {option: cost}}} for the model-free cost models: fisher, taylor, output."""
     costs: dict[str, dict[str, dict]] = {"fisher": {}, "taylor": {}, "output": {}}
+    mods = linear_modules(model)
     for unit in units:
-        w = unit_weight(model, unit)
+        w = unit_weight(mods, unit)
         for option, q in table[unit.key].items():
             d = w - q.float()
             costs["fisher"].setdefault(unit.key, {})[option] = 0.5 * float((fisher[unit.key] * d.square()).sum())
@@ -195,8 +193,9 @@ def fisher_costs(model, units: Sequence[Unit], hessians, options: Sequence[Optio
     """{unit key: {option: ½ Σ F ⊙ (W − Q)²}} with Q from GPTQ's solver, each rounded weight dropped as soon
     as its cost is known: memory of one unit, not of the whole table (rounded_table keeps them all)."""
     costs: dict[str, dict[Option, float]] = {}
+    mods = linear_modules(model)
     for unit in tqdm(units, desc="GPTQ per unit x option", unit="unit", disable=not progress, leave=False):
-        w = unit_weight(model, unit)
+        w = unit_weight(mods, unit)
         for option in unit_options(unit, options):
             q = gptq_weights(w, hessians[unit.key], option.bits, option.group_size, option.sym, damp)
             costs.setdefault(unit.key, {})[option] = 0.5 * float((fisher[unit.key] * (w - q).square()).sum())

@@ -2,7 +2,7 @@
 Fisher costs measured at the quantized operating point (issue 15; measured best, eval/results/mixed_units).
 
 1. H_u on calibration rows (compress.bits.unit_costs); every unit rounded at the base option (uniform, the
-   widest whose g64 form fits the budget) by GPTQ's solver.
+   width whose g64 form is nearest the budget: `gradient_point`) by GPTQ's solver.
 2. Gradients of the LM loss with the model at that base point: the Fisher diagonal F.
 3. Every unit x option rounded by the solver; cost(u, o) = ½ Σ F_u ⊙ (W_u − Q_uo)²; the knapsack
    (compress.bits.knapsack) within the byte budget.
@@ -19,9 +19,10 @@ import torch
 
 from compress.bits import knapsack
 from compress.bits.options import unit_options
-from compress.bits.unit_costs import (allocation_applied, fisher_costs, gradients, kl_to, log_probs, model_units,
-                                      proxy_costs, rounded_table, unit_hessians)
+from compress.bits.unit_costs import (allocation_applied, fisher_costs, gradients, kl_to, log_probs, proxy_costs,
+                                      rounded_table, unit_hessians)
 from compress.errors import CompressError
+from compress.model.units import model_units
 from compress.plan import LayerDecision, Option, Plan
 from compress.quant.storage import unit_bytes
 
@@ -50,20 +51,20 @@ def check_budget(units, options, avg_bits: float) -> None:
 
 def check_model_budget(model: str | None, options, avg_bits: float) -> None:
     """check_budget from the model's config alone (a meta-device skeleton: no weights loaded)."""
-    from compress.model import named_linears, resolve_model_path
-    from compress.model.units import group_units
+    from compress.model import resolve_model_path
     from compress.quant.gptq import skeleton
 
-    meta = skeleton(resolve_model_path(model))
-    check_budget(group_units((n, i, tuple(m.weight.shape)) for n, i, m in named_linears(meta)), options, avg_bits)
+    check_budget(model_units(skeleton(resolve_model_path(model))), options, avg_bits)
 
 
 def gradient_point(avg_bits: float, options) -> Option:
-    """The uniform option the gradients are taken at: the largest width whose g64 (or nearest) form fits."""
+    """The uniform option the gradients are taken at: the width whose g64 form (bits + 16/64 scale bits +
+    bits/64 zero bits) lies nearest the budget, at its group size nearest 64 — the quantized point the final
+    allocation sits around (3.25 -> 3b-g64, 4.0 -> 4b-g64 on SmolLM2's 3/4/8 options)."""
     widths = sorted({o.bits for o in options})
-    fitting = [w for w in widths if w + (16 + w) / 64 <= avg_bits + 1e-9] or widths[:1]
-    return min((o for o in options if o.bits == fitting[-1] and o.sym),
-               key=lambda o: abs((o.group_size or 10**6) - 64))
+    width = min(widths, key=lambda w: (abs(w + (16 + w) / 64 - avg_bits), w))
+    at_width = [o for o in options if o.bits == width]
+    return min([o for o in at_width if o.sym] or at_width, key=lambda o: abs((o.group_size or 10**6) - 64))
 
 
 def unit_plan(model, calib: torch.Tensor, avg_bits: float, options, rounds: int = 0, grad_rows: int = 16,
@@ -82,38 +83,57 @@ def unit_plan(model, calib: torch.Tensor, avg_bits: float, options, rounds: int 
     allocation = {u.key: base if base in labels[u.key] else labels[u.key][0] for u in units}
     table = rounded_table(model, units, hessians, options, progress=progress) if rounds else None
     sizes = [[unit_bytes(u, o) for o in labels[u.key]] for u in units]
+    held_out = calib[:kl_rows]
+    reference = log_probs(model, held_out) if rounds else None
     budget = budget_bytes(units, avg_bits)
-    held_out, reference, best, trace = calib[:kl_rows], None, None, []
-    for r in range(rounds + 1):
+    # 256-byte steps, finer for tiny models so rounding each size up cannot eat the budget
+    resolution = max(1, min(256, min(min(row) for row in sizes) // 16))
+
+    def costs_at(current, r):
         t0 = time.perf_counter()
-        at = table or rounded_table(model, units, hessians, list(dict.fromkeys(allocation.values())),
+        at = table or rounded_table(model, units, hessians, list(dict.fromkeys(current.values())),
                                     progress=progress)
-        with allocation_applied(model, units, at, allocation):
+        with allocation_applied(model, units, at, current):
             grad, fisher = gradients(model, calib[kl_rows:kl_rows + grad_rows], units, progress=progress)
         if table is None:
             costs = fisher_costs(model, units, hessians, options, fisher, progress=progress)
         else:
             costs = proxy_costs(model, units, table, hessians, grad, fisher)["fisher"]
-        # 256-byte steps, finer for tiny models so rounding each size up cannot eat the budget
-        resolution = max(1, min(256, min(min(row) for row in sizes) // 16))
+        timing[f"round{r}_s"] = round(time.perf_counter() - t0, 1)
+        return costs
+
+    def choose(costs):
         solution = knapsack.solve([[costs[u.key][o] for o in labels[u.key]] for u in units], sizes, budget,
                                   resolution)
-        allocation = {u.key: labels[u.key][k] for u, k in zip(units, knapsack.pick(solution, budget))}
-        if rounds:
-            reference = reference if reference is not None else log_probs(model, held_out)
-            with allocation_applied(model, units, table, allocation):
-                kl = kl_to(model, held_out, reference)
-            trace.append(round(kl, 5))
-            if best is None or kl < best[0]:
-                best = (kl, allocation, costs)
-        timing[f"round{r}_s"] = round(time.perf_counter() - t0, 1)
-    _, allocation, costs = best if best else (None, allocation, costs)
+        return {u.key: labels[u.key][k] for u, k in zip(units, knapsack.pick(solution, budget))}
+
+    def kl(current):
+        with allocation_applied(model, units, table, current):
+            return kl_to(model, held_out, reference)
+
+    allocation, costs, trace = relinearise(allocation, rounds, costs_at, choose, kl if rounds else None)
     total = sum(unit_bytes(u, allocation[u.key]) for u in units)
     stats = {"allocator": "units", "gradient_point": base.label, "rounds": rounds, "kl_trace": trace,
              "decoder_bytes": total, "bits_per_decoder_weight": 8 * total / sum(u.params for u in units),
              "seconds": timing}
     return UnitPlan(to_plan(units, allocation), {k: {o.label: v for o, v in row.items()} for k, row in costs.items()},
                     stats)
+
+
+def relinearise(allocation: dict, rounds: int, costs_at, choose, kl=None) -> tuple[dict, dict, list]:
+    """rounds + 1 times: costs linearised at the current allocation (costs_at(allocation, round)), the knapsack
+    on them (choose(costs) -> allocation); with `kl` (allocation -> measured KL on held-out calibration rows)
+    the allocation with the lowest KL is kept, since the costs can move away from the truth as well as towards
+    it. -> (allocation, its costs, KL per round)."""
+    best, trace = None, []
+    for r in range(rounds + 1):
+        costs = costs_at(allocation, r)
+        allocation = choose(costs)
+        if kl is not None:
+            trace.append(round(kl(allocation), 5))
+            if best is None or trace[-1] < best[0]:
+                best = (trace[-1], allocation, costs)
+    return (allocation, costs, trace) if best is None else (best[1], best[2], trace)
 
 
 def to_plan(units, allocation) -> Plan:

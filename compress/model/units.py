@@ -2,7 +2,8 @@
 
 q/k/v (-> vLLM's qkv_proj) and gate/up (-> gate_up_proj) of one decoder layer are one unit each; o_proj and
 down_proj are units alone (vLLM `utils/gptq_utils.py` matches `dynamic` against these fused prefixes and
-raises if shards disagree). SmolLM2-135M has 4 units a layer, 120 in all. Pure: no torch.
+raises if shards disagree). SmolLM2-135M has 4 units a layer, 120 in all. Pure apart from `model_units`,
+which reads a model's Linear modules.
 """
 
 from __future__ import annotations
@@ -70,3 +71,10 @@ def unit_pattern(unit: Unit) -> str:
     if len(leaves) > 1:
         leaves.append(FUSED_NAMES.get(unit.name, unit.name))
     return "^" + re.escape(parents.pop() + ".") + "(" + "|".join(map(re.escape, leaves)) + ")$"
+
+
+def model_units(model) -> list[Unit]:
+    """A model's (or a meta-device skeleton's) fused units, in layer order: the one place units are built."""
+    from compress.model.layers import named_linears
+
+    return group_units((name, layer, tuple(m.weight.shape)) for name, layer, m in named_linears(model))

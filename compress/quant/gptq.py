@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 from compress.config import check_settings, invalid, setting
 from compress.errors import CompressError
 from compress.model import GPTQ_INSTALL
-from compress.model.units import group_units
+from compress.model.units import model_units
 from compress.plan import Option, Plan
 from compress.quant.gptq_config import base_option, column_order, default_bits, dynamic_overrides, unit_overrides
-from compress.quant.storage import GROUP_SIZES, checkpoint_group_size, fits, unit_bytes
+from compress.quant.storage import GROUP_SIZES, checkpoint_group_size, require_fit, unit_bytes
 
 if TYPE_CHECKING:
     import torch
@@ -78,11 +78,11 @@ def plan_config(model, plan: Plan, settings: GPTQConfig) -> Resolved:
     """`plan` on `model` in GPTQModel's terms. A plan of per-layer widths gets one group size and one rule per
     layer that differs; a plan with per-unit options gets one rule per fused unit that differs from the most
     common option."""
-    from compress.model import decoder_layers, decoder_layers_path, named_linears
+    from compress.model import decoder_layers, decoder_layers_path
 
     plan.check_layers(len(decoder_layers(model)))
     group_size = resolve_group_size(model, settings)
-    units = group_units((n, i, tuple(m.weight.shape)) for n, i, m in named_linears(model))
+    units = model_units(model)
     options = plan_options(plan, units, Option(4, group_size, settings.sym))
     if all(o is None for o in options.values()):  # nothing quantized (only removal): no rules
         return Resolved(Option(4, group_size, settings.sym), {}, options)
@@ -109,9 +109,8 @@ def plan_options(plan: Plan, units, default: Option) -> dict:
         for unit in layer_units:
             option = given.get(unit.name) or (None if decision.bits == 16 else
                                                Option(decision.bits, default.group_size, default.sym))
-            if option is not None and not fits(option, unit.in_features):
-                raise CompressError(f"plan layer {decision.index} unit {unit.name}: group size {option.group_size} "
-                                    f"does not divide its input width {unit.in_features}")
+            if option is not None:
+                require_fit(option, unit, where=f"plan layer {decision.index}: ")
             options[unit] = option
     return options
 

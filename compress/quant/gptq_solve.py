@@ -14,26 +14,7 @@ from __future__ import annotations
 
 import torch
 
-
-def grid_params(w: torch.Tensor, bits: int, sym: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scale, zero), each (out, 1), of GPTQ's min-max grid over the columns of w (out, cols)."""
-    maxq = 2**bits - 1
-    xmin = w.amin(1, keepdim=True).clamp_max(0)
-    xmax = w.amax(1, keepdim=True).clamp_min(0)
-    if sym:
-        xmax = torch.maximum(xmin.abs(), xmax)
-        xmin = torch.where(xmin < 0, -xmax, xmin)  # as GPTQ's Quantizer.find_params
-    empty = (xmin == 0) & (xmax == 0)
-    xmin, xmax = torch.where(empty, -1.0, xmin), torch.where(empty, 1.0, xmax)
-    scale = (xmax - xmin) / maxq
-    zero = torch.full_like(scale, (maxq + 1) / 2) if sym else torch.round(-xmin / scale)
-    return scale, zero
-
-
-def round_to_grid(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int) -> torch.Tensor:
-    """w (out, k) rounded onto the grid and dequantized."""
-    q = torch.clamp(torch.round(w / scale) + zero, 0, 2**bits - 1)
-    return scale * (q - zero)
+from compress.quant.rtn import grid_params, round_to_grid
 
 
 def column_order(diag: torch.Tensor, group_size: int | None) -> torch.Tensor:

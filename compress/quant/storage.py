@@ -74,8 +74,14 @@ def fits(option: Option, in_features: int) -> bool:
     return option.group_size is None or in_features % option.group_size == 0
 
 
-def unit_bytes(unit: Unit, option: Option) -> int:
+def require_fit(option: Option, unit: Unit, where: str = "") -> None:
+    """Refuse, in one line, an option whose group size does not divide the unit's input width."""
     if not fits(option, unit.in_features):
-        raise CompressError(f"unit {unit.key}: group size {option.group_size} does not divide its input width "
-                            f"{unit.in_features}")
+        raise CompressError(f"{where}unit {unit.key}: group size {option.group_size} does not divide its input "
+                            f"width {unit.in_features}")
+
+
+def unit_bytes(unit: Unit, option: Option) -> int:
+    """Exact bytes of the unit's modules stored per `option`."""
+    require_fit(option, unit)
     return sum(linear_bytes(o, i, option) for o, i in unit.shapes)
