@@ -32,7 +32,7 @@ from compress.bits.unit_plan import gradient_point, relinearise  # noqa: E402
 from compress.bits.unit_costs import (allocation_applied, gradients, isolated_kl, kl_to, log_probs,  # noqa: E402
                                       proxy_costs, rounded_table, rtn_table, unit_hessians)
 from compress.model.units import model_units  # noqa: E402
-from compress.bits.options import option_grid  # noqa: E402
+from compress.bits.options import default_options, option_grid  # noqa: E402
 from compress.quant.storage import unit_bytes  # noqa: E402
 from compress.plan import Option  # noqa: E402
 from compress.data import calibration_samples, calibration_texts, data_dir, wikitext2_test_text  # noqa: E402
@@ -41,11 +41,11 @@ from compress.model import load_model  # noqa: E402
 from compress.provenance import versions  # noqa: E402
 from compress.scores import spearman  # noqa: E402
 
-BUDGETS = (2.5, 3.0, 3.25, 3.5, 4.0, 4.5)  # bits per decoder weight, scales and zeros counted
 BUDGETS_ORDER = (3.25, 3.0, 2.5, 4.0, 3.5, 4.5)  # the issue's headline budget first
-# uniform options left out of the sweep: far from every budget (8-bit) or measured useless at 2 bits
+DEFAULT = {o.label for o in default_options()}  # compress run --bits mixed's options
 # uniform options the knapsack is also run at, at exactly their bytes (the issue's "equal bytes")
 EQUAL_BYTES = ("3b-g64", "4b-g64", "3b-g128", "3b-g32", "4b-ch", "4b-g128")
+# uniform options left out of the sweep: far from every budget (8-bit) or measured useless at 2 bits
 SKIPPED_UNIFORM = ("8b-g32", "8b-g128", "2b-g128", "2b-ch", "8b-g64", "8b-ch", "2b-g32", "2b-g64")
 
 
@@ -62,6 +62,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--random", type=int, default=30, help="random allocations for the Spearman check")
     p.add_argument("--asym", action="store_true", help="also asymmetric options")
     p.add_argument("--stages", default="table,validate,frontier")
+    p.add_argument("--budgets", default=",".join(map(str, BUDGETS_ORDER)), help="frontier budgets, in the order run")
     p.add_argument("--evo-budgets", default="3.25")
     p.add_argument("--more-costs", default="isolated-kl,taylor@3b-g64,output,fisher-rtn@3b-g64",
                    help="other cost models measured on the frontier after the default")
@@ -81,10 +82,11 @@ class CostModels(dict):
 
     def __missing__(self, name: str) -> dict:
         s = self.study
-        if name.endswith("/no2"):  # the same costs with the 2-bit options left out
-            full = self[name.removesuffix("/no2")]
-            value = {k: {o: (c if not o.startswith("2b") else float("inf")) for o, c in row.items()}
-                     for k, row in full.items()}
+        if name.endswith(("/no2", "/default")):  # the same costs with 2-bit (and 4b-ch) options left out
+            full, _, variant = name.rpartition("/")
+            keep = (lambda o: not o.startswith("2b")) if variant == "no2" else DEFAULT.__contains__  # noqa: E731
+            value = {k: {o: (c if keep(o) else float("inf")) for o, c in row.items()}
+                     for k, row in self[full].items()}
             self[name] = value
             return value
         kind, _, base = name.partition("@")
@@ -358,6 +360,11 @@ class Study:
                                       lambda c: self.pick(self.solve(c), bits), self.kl)
         return alloc, trace
 
+    def cheapest_no2(self) -> float:
+        """Bits per decoder weight of the cheapest plan without 2-bit options (3b-ch everywhere: 3.07 on SmolLM2)."""
+        return self.size_bits({u.key: min((o for o in self.table[u.key] if o.bits == 3),
+                                          key=lambda o: unit_bytes(u, o)) for u in self.units})[1]
+
     def base(self, bits: float) -> str:
         """The uniform option the Fisher costs at `bits` are linearised at: unit_plan's gradient_point."""
         return gradient_point(bits, self.options).label
@@ -373,15 +380,17 @@ class Study:
         for label in EQUAL_BYTES:  # the plain alternative at exactly its own bytes
             bits = self.size_bits(self.uniform(label))[1]
             base = self.base(bits)
-            self.measure(f"unit knapsack (fisher@{base}, 3/4/8 bits) @={label}",
-                         self.pick(self.solve(models[f"fisher@{base}/no2"]), bits), {"equal_bytes_to": label})
-        for bits in BUDGETS_ORDER:
+            self.measure(f"unit knapsack (fisher@{base}, default options) @={label}",
+                         self.pick(self.solve(models[f"fisher@{base}/default"]), bits), {"equal_bytes_to": label})
+        budgets = [float(b) for b in self.args.budgets.split(",")]
+        for bits in budgets:
             base = self.base(bits)
-            if bits >= 3.1:  # 3-bit per channel is the cheapest option without 2 bits (3.07 b)
-                self.measure(f"unit knapsack (fisher@{base}, 3/4/8 bits) @{bits}",
-                             self.pick(self.solve(models[f"fisher@{base}/no2"]), bits))
+            if bits >= self.cheapest_no2():
+                self.measure(f"unit knapsack (fisher@{base}, default options) @{bits}",
+                             self.pick(self.solve(models[f"fisher@{base}/default"]), bits))
             self.measure(f"unit knapsack (fisher@{base}) @{bits}", self.pick(self.solve(models[f"fisher@{base}"]), bits))
             self.measure(f"llama.cpp-style mix @{bits}", self.llamacpp_mix(bits))
+        for bits in budgets:  # last: its per-layer isolated KL costs 4 forwards per layer
             self.measure(f"layer knapsack (isolated KL, g64) @{bits}", self.layer_knapsack(bits))
         self.more()
 
@@ -405,10 +414,17 @@ class Study:
             print(f"no {path}: run eval/autoscheme_lane.py first", flush=True)
             return
         lane = json.loads(path.read_text())
+        models = self.cost_models()
         for budget, entry in lane["budgets"].items():
             alloc = {u.key: Option.parse(entry["allocation"][u.key]) for u in self.units}
-            self.measure(f"AutoScheme allocation, same GPTQ @{float(budget):g}", alloc,
-                         {"autoscheme_seconds": lane["seconds"]})
+            row = self.measure(f"AutoScheme allocation, same GPTQ @{float(budget):g}", alloc,
+                               {"autoscheme_seconds": lane["seconds"]})
+            bits = 8 * row["decoder_bytes"] / self.decoder_params  # compress at exactly AutoScheme's bytes
+            base = self.base(bits)
+            name = "default options" if bits >= self.cheapest_no2() else "2/3/4/8 bits"
+            costs = models[f"fisher@{base}/default" if bits >= self.cheapest_no2() else f"fisher@{base}"]
+            self.measure(f"unit knapsack (fisher@{base}, {name}) @=AutoScheme@{float(budget):g}",
+                         self.pick(self.solve(costs), bits), {"equal_bytes_to": f"AutoScheme@{float(budget):g}"})
 
 
     # ---- stage: evo (EvoPress-style search, seeded from the knapsack) -------------------------------------

@@ -27,8 +27,23 @@ from compress.data import calibration_samples, calibration_texts, data_dir, wiki
 from compress.evaluation.perplexity import perplexity  # noqa: E402
 from compress.model import load_gptq, load_model, resolve_model_path  # noqa: E402
 from compress.plan import Option  # noqa: E402
-from compress.quant.gptq import GPTQConfig, quantize_gptq  # noqa: E402
+from compress.quant.gptq import GPTQConfig, plan_config, quantize_gptq  # noqa: E402
 from compress.quant.unpack import load_dequantized  # noqa: E402
+
+
+def load_check(out: Path, model, test_ids) -> dict:
+    """GPTQModel.load of the folder and a forward through its kernels, against the unpacked weights in `model`.
+    A kernel that refuses a unit's scheme on this machine is recorded, not raised: it is a finding."""
+    loaded, _ = load_gptq(out)
+    try:
+        with torch.inference_mode():
+            ids = test_ids[:256].unsqueeze(0)
+            got, want = loaded(ids).logits.float(), model(ids).logits.float()
+        return {"gptqmodel_load_cosine": float(torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), 0))}
+    except RuntimeError as e:  # e.g. the CPU int4 kernel refusing group size 576 (4-bit per channel)
+        return {"gptqmodel_forward_error": str(e).splitlines()[0][:300]}
+    finally:
+        del loaded
 
 
 def main() -> None:
@@ -37,6 +52,7 @@ def main() -> None:
     p.add_argument("--name", action="append", required=True, help="frontier entry to quantize for real")
     p.add_argument("--work", default="/tmp/mixed_units/checkpoints")
     p.add_argument("--calib-samples", type=int, default=64, help="GPTQModel calibration rows (compress run's default)")
+    p.add_argument("--reuse", action="store_true", help="measure a folder already quantized under --work again")
     args = p.parse_args()
     path = Path(args.results)
     results = json.loads(path.read_text())
@@ -57,21 +73,20 @@ def main() -> None:
         entry = results["frontier"][name]
         allocation = {u.key: Option.parse(entry["allocation"][u.key]) for u in units}
         out = Path(args.work) / name.replace(" ", "_").replace("/", "-").replace("@", "at")
-        shutil.rmtree(out, ignore_errors=True)
-        started = time.perf_counter()
-        stats = quantize_gptq(resolve_model_path(meta["model"]), to_plan(units, allocation), calib, out, GPTQConfig())
-        seconds = time.perf_counter() - started
+        plan = to_plan(units, allocation)
+        if args.reuse and (out / "model.safetensors").exists():
+            stats = {"effective_bits": plan_config(model, plan, GPTQConfig()).effective_bits, "seconds": None,
+                     "size_bytes": sum(f.stat().st_size for f in out.glob("*.safetensors"))}
+        else:
+            shutil.rmtree(out, ignore_errors=True)
+            stats = quantize_gptq(resolve_model_path(meta["model"]), plan, calib, out, GPTQConfig())
         model.load_state_dict(original)
         load_dequantized(model, out)
-        row = {"gptqmodel_seconds": round(seconds, 1), "effective_bits": stats["effective_bits"],
-               "size_bytes": stats["size_bytes"], "kl": kl_to(model, kl_rows, reference),
+        row = {"gptqmodel_seconds": stats["seconds"], "calib_samples": args.calib_samples,
+               "effective_bits": stats["effective_bits"], "size_bytes": stats["size_bytes"],
+               "kl": kl_to(model, kl_rows, reference),
                "ppl": perplexity(model, test_ids, max_windows=meta["windows"], progress=False).ppl}
-        loaded, _ = load_gptq(out)  # GPTQModel.load of the folder, and its kernels against the unpacked weights
-        with torch.inference_mode():
-            ids = test_ids[:256].unsqueeze(0)
-            got, want = loaded(ids).logits.float(), model(ids).logits.float()
-        row["gptqmodel_load_cosine"] = float(torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), 0))
-        del loaded
+        row.update(load_check(out, model, test_ids))
         model.load_state_dict(original)
         done = json.loads(out_path.read_text()) if out_path.exists() else {}
         done[name] = row

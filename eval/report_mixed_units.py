@@ -10,9 +10,12 @@ import json
 import re
 from pathlib import Path
 
+COMPRESS = "compress default: unit knapsack, Fisher, options 3/4/8 bits (no 4b-ch)"
 METHODS = {  # frontier-name prefix -> label in the table and legend
-    "unit knapsack (fisher@3b-g64, 3/4/8": "compress: unit knapsack, Fisher, options 3/4/8 bits",
-    "unit knapsack (fisher@4b-g64, 3/4/8": "compress: unit knapsack, Fisher, options 3/4/8 bits",
+    "unit knapsack (fisher@3b-g64, default": COMPRESS,
+    "unit knapsack (fisher@4b-g64, default": COMPRESS,
+    "unit knapsack (fisher@3b-g64, 3/4/8": "unit knapsack, Fisher, options 3/4/8 bits with 4b-ch",
+    "unit knapsack (fisher@4b-g64, 3/4/8": "unit knapsack, Fisher, options 3/4/8 bits with 4b-ch",
     "unit knapsack (taylor@3b-g64/no2": "unit knapsack, |g ⊙ ΔW| (AutoScheme's cost) at 3b-g64, options 3/4/8 bits",
     "unit knapsack (taylor@4b-g64/no2": "unit knapsack, |g ⊙ ΔW| (AutoScheme's cost) at 4b-g64, options 3/4/8 bits",
     "unit knapsack (fisher@": "unit knapsack, Fisher at the quantized point, options 2/3/4/8 bits",
@@ -28,7 +31,7 @@ METHODS = {  # frontier-name prefix -> label in the table and legend
 }
 
 
-PLOTTED = {"compress: unit knapsack, Fisher, options 3/4/8 bits", "llama.cpp-style mix (k-quant priorities)",
+PLOTTED = {COMPRESS, "unit knapsack, Fisher, options 3/4/8 bits with 4b-ch", "llama.cpp-style mix (k-quant priorities)",
            "per-layer knapsack on isolated KL (before)", "unit knapsack, Fisher at the quantized point, options 2/3/4/8 bits",
            "auto-round AutoScheme allocation, same GPTQ", "auto-round AutoScheme, its own rounding"}
 YMAX = 1500  # perplexity; the plot's upper edge
@@ -45,21 +48,44 @@ def budget_of(name: str) -> float | None:
 
 def equal_bytes(frontier: dict) -> list[str]:
     """Each uniform option against compress's knapsack at exactly its bytes (rows named '... @=<option>')."""
-    lines = ["| uniform option | its bits | its KL | its ppl | compress at the same bytes: bits | KL | ppl | ppl change |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| the plain alternative | its bits | its KL | its ppl | at the same bytes | bits | KL | ppl | ppl change |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, row in sorted(frontier.items(), key=lambda kv: kv[1]["bits"]):
         label = row.get("equal_bytes_to")
-        if not label or f"uniform {label}" not in frontier:
+        ref = (f"AutoScheme allocation, same GPTQ @{label.split('@')[1]}" if str(label).startswith("AutoScheme@")
+               else f"uniform {label}")
+        if not label or ref not in frontier:
             continue
-        u = frontier[f"uniform {label}"]
-        lines.append(f"| {label} | {u['bits']:.3f} | {u['kl']:.4f} | {u['ppl']:.2f} | {row['bits']:.3f} | "
+        u = frontier[ref]
+        lines.append(f"| {label} | {u['bits']:.3f} | {u['kl']:.4f} | {u['ppl']:.2f} | {method_of(name)} | {row['bits']:.3f} | "
                      f"{row['kl']:.4f} | **{row['ppl']:.2f}** | {100 * (row['ppl'] / u['ppl'] - 1):+.1f} % |")
     return lines if len(lines) > 2 else []
 
 
-def tables(results: dict) -> str:
+def load_result(row: dict) -> str:
+    if "gptqmodel_load_cosine" in row:
+        return f"{row['gptqmodel_load_cosine']:.5f}"
+    return "CPU forward refused: " + row.get("gptqmodel_forward_error", "not run").replace("|", "/")
+
+
+def checkpoints(results: dict, path: Path) -> list[str]:
+    """Frontier points quantized for real by GPTQModel (eval/mixed_units_checkpoint.py -> checkpoints.json)."""
+    if not path.exists():
+        return []
+    lines = ["| point | simulated: bits | ppl | GPTQModel checkpoint: bits (its config) | safetensors MiB | KL | ppl | "
+             "GPTQModel.load: logits cosine on CPU | GPTQModel s |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, row in json.loads(path.read_text()).items():
+        sim = results["frontier"].get(name, {})
+        lines.append(f"| {name} | {sim.get('bits', float('nan')):.3f} | {sim.get('ppl', float('nan')):.2f} | "
+                     f"{row['effective_bits']:.3f} | {row['size_bytes'] / 2**20:.1f} | {row['kl']:.4f} | "
+                     f"**{row['ppl']:.2f}** | {load_result(row)} | {row.get('gptqmodel_seconds') or '–'} |")
+    return lines + [""]
+
+
+def tables(results: dict, path: Path | None = None) -> str:
     frontier = results["frontier"]
-    lines = equal_bytes(frontier)
+    lines = checkpoints(results, path.parent / "checkpoints.json") if path else []
+    lines += equal_bytes(frontier)
     lines += [""] if lines else []
     uniform = sorted(((v["bits"], k.removeprefix("uniform "), v) for k, v in frontier.items()
                       if k.startswith("uniform ")), key=lambda t: t[0])
@@ -100,7 +126,7 @@ def plot(results: dict, path: Path) -> None:
             continue
         pts = sorted((v["bits"], v["ppl"]) for k, v in frontier.items() if method_of(k) == method)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method,
-                lw=2.5 if method.startswith("compress") else 1.2)
+                lw=2.5 if method == COMPRESS else 1.2)
     ax.set_yscale("log")
     ax.set_ylim(25, YMAX)  # the 2.5-bit points (10^4-10^5) would squash everything else; they are in tables.md
     ax.set_xlim(2.9, 4.8)
@@ -119,7 +145,7 @@ def main() -> None:
     args = p.parse_args()
     path = Path(args.results)
     results = json.loads(path.read_text())
-    text = tables(results)
+    text = tables(results, path)
     (path.parent / "tables.md").write_text(text + "\n")
     plot(results, path.parent / "pareto.png")
     print(text)

@@ -190,3 +190,15 @@ def test_relinearise_keeps_the_allocation_of_lowest_kl_and_linearises_at_the_las
     assert (alloc, costs, trace) == ({"a": 1}, 1, [0.5, 0.3, 0.4])
     assert seen == [("start", 0), (0, 1), (1, 2)]
     assert relinearise({"a": "start"}, 1, costs_at, lambda c: {"a": c}) == ({"a": 1}, 1, [])
+
+
+def test_default_options_leave_out_what_was_measured_to_fail():
+    """2-bit (underrated by the Fisher costs) and 4-bit per channel (GPTQModel's CPU int4 kernel takes group
+    sizes 32-256 only) are not in `--bits mixed`'s default options; every other 3/4/8-bit option is."""
+    from compress.bits.options import default_options
+    from compress.bits.planner import BitsConfig
+
+    labels = {o.label for o in default_options()}
+    assert "4b-ch" not in labels and not any(o.bits == 2 for o in default_options())
+    assert {"3b-ch", "8b-ch", "4b-g32", "4b-g64", "4b-g128", "3b-g64"} <= labels
+    assert BitsConfig().option_list == default_options()

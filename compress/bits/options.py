@@ -18,6 +18,14 @@ def option_grid(widths: Sequence[int] = WIDTHS, groups: Sequence[int | None] = G
     return tuple(Option(b, g, s) for b in widths for g in groups for s in ((True, False) if asym else (True,)))
 
 
+def default_options() -> tuple[Option, ...]:
+    """`--bits mixed`'s options: 3/4/8 bits × g32/g64/g128/per channel, symmetric, less two measured misses:
+    2-bit (the Fisher costs underrate it; eval/results/mixed_units) and 4-bit per channel, which GPTQModel 7.6
+    runs on CPU with its TorchFused int4 kernel (torch _weight_int4pack_mm: group size 32-256 only), so a
+    4b-ch unit of width 576 fails at the first forward (measured on SmolLM2's widths)."""
+    return tuple(o for o in option_grid(widths=(3, 4, 8)) if o != Option(4, None))
+
+
 def unit_options(unit: Unit, options: Sequence[Option]) -> list[Option]:
     """The options a unit's input width can take; refused if none can."""
     usable = [o for o in options if fits(o, unit.in_features)]

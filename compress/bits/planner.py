@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from compress.bits.allocate import budgeted_bits, check_widths, layerwise_bits, proxy_costs, random_order
-from compress.bits.options import option_grid
+from compress.bits.options import default_options
 from compress.config import check_settings, invalid, setting
 from compress.errors import CompressError
 from compress.plan import Option, Plan
@@ -30,10 +30,11 @@ class BitsConfig:
     allocator: str = setting("units", "mixed: units = one option per fused unit (qkv, o, gate_up, down) by the exact "
                              "knapsack on Fisher costs at the quantized point (measured best); layers = one width "
                              "per layer in --scorer's order", choices=("units", "layers"))
-    options: tuple[str, ...] = setting(tuple(o.label for o in option_grid(widths=(3, 4, 8))), "units: what a "
-                                       "unit may take, <bits>b-g<group> or <bits>b-ch (one scale per channel), "
-                                       "-asym for an asymmetric grid; 2-bit options are left out by default (the "
-                                       "Fisher costs underrate them: eval/results/mixed_units)")
+    options: tuple[str, ...] = setting(tuple(o.label for o in default_options()), "units: what a unit may take, "
+                                       "<bits>b-g<group> or <bits>b-ch (one scale per channel), -asym for an "
+                                       "asymmetric grid; left out by default: 2-bit (the Fisher costs underrate "
+                                       "it) and 4b-ch (GPTQModel's CPU int4 kernel refuses it): "
+                                       "eval/results/mixed_units")
     rounds: int = setting(0, "units: re-linearisation rounds (gradients again at the chosen plan, re-solve, keep "
                           "the lowest calibration KL)", minimum=0)
     bit_choices: tuple[int, ...] = setting((4, 2), "layers: widths; two use the LayerwiseQuant count rule, more "
