@@ -261,7 +261,10 @@ class Study:
         return kl
 
     def cost_models(self) -> "CostModels":
-        return CostModels(self)
+        """One cache of cost models for the run (solve() caches its DP by the costs' identity)."""
+        if not hasattr(self, "_models"):
+            self._models = CostModels(self)
+        return self._models
 
     def validate(self) -> None:
         g64 = [f"{b}b-g64" for b in (2, 3, 4, 8)]
@@ -360,6 +363,14 @@ class Study:
                                       lambda c: self.pick(self.solve(c), bits), self.kl)
         return alloc, trace
 
+    def compress_at(self, bits: float, where: str, extra: dict | None = None) -> dict:
+        """compress's default at `bits` (Fisher knapsack at gradient_point, default options; with 2-bit options
+        below its cheapest plan), measured as 'unit knapsack (fisher@<base>, ...) @<where>'."""
+        base, default = self.base(bits), bits >= self.cheapest_no2()
+        costs = self.cost_models()[f"fisher@{base}/default" if default else f"fisher@{base}"]
+        name = "default options" if default else "2/3/4/8 bits"
+        return self.measure(f"unit knapsack (fisher@{base}, {name}) @{where}", self.pick(self.solve(costs), bits), extra)
+
     def cheapest_no2(self) -> float:
         """Bits per decoder weight of the cheapest plan without 2-bit options (3b-ch everywhere: 3.07 on SmolLM2)."""
         return self.size_bits({u.key: min((o for o in self.table[u.key] if o.bits == 3),
@@ -378,16 +389,12 @@ class Study:
         for label in sorted(sym, key=lambda l: (abs(Option.parse(l).bits - 3.5), l)):
             self.measure(f"uniform {label}", self.uniform(label))
         for label in EQUAL_BYTES:  # the plain alternative at exactly its own bytes
-            bits = self.size_bits(self.uniform(label))[1]
-            base = self.base(bits)
-            self.measure(f"unit knapsack (fisher@{base}, default options) @={label}",
-                         self.pick(self.solve(models[f"fisher@{base}/default"]), bits), {"equal_bytes_to": label})
+            self.compress_at(self.size_bits(self.uniform(label))[1], f"={label}", {"equal_bytes_to": label})
         budgets = [float(b) for b in self.args.budgets.split(",")]
         for bits in budgets:
             base = self.base(bits)
             if bits >= self.cheapest_no2():
-                self.measure(f"unit knapsack (fisher@{base}, default options) @{bits}",
-                             self.pick(self.solve(models[f"fisher@{base}/default"]), bits))
+                self.compress_at(bits, f"{bits}")
             self.measure(f"unit knapsack (fisher@{base}) @{bits}", self.pick(self.solve(models[f"fisher@{base}"]), bits))
             self.measure(f"llama.cpp-style mix @{bits}", self.llamacpp_mix(bits))
         for bits in budgets:  # last: its per-layer isolated KL costs 4 forwards per layer
@@ -414,17 +421,12 @@ class Study:
             print(f"no {path}: run eval/autoscheme_lane.py first", flush=True)
             return
         lane = json.loads(path.read_text())
-        models = self.cost_models()
         for budget, entry in lane["budgets"].items():
             alloc = {u.key: Option.parse(entry["allocation"][u.key]) for u in self.units}
             row = self.measure(f"AutoScheme allocation, same GPTQ @{float(budget):g}", alloc,
                                {"autoscheme_seconds": lane["seconds"]})
-            bits = 8 * row["decoder_bytes"] / self.decoder_params  # compress at exactly AutoScheme's bytes
-            base = self.base(bits)
-            name = "default options" if bits >= self.cheapest_no2() else "2/3/4/8 bits"
-            costs = models[f"fisher@{base}/default" if bits >= self.cheapest_no2() else f"fisher@{base}"]
-            self.measure(f"unit knapsack (fisher@{base}, {name}) @=AutoScheme@{float(budget):g}",
-                         self.pick(self.solve(costs), bits), {"equal_bytes_to": f"AutoScheme@{float(budget):g}"})
+            self.compress_at(8 * row["decoder_bytes"] / self.decoder_params,  # exactly AutoScheme's bytes
+                             f"=AutoScheme@{float(budget):g}", {"equal_bytes_to": f"AutoScheme@{float(budget):g}"})
 
 
     # ---- stage: evo (EvoPress-style search, seeded from the knapsack) -------------------------------------
