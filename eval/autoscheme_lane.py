@@ -4,11 +4,14 @@ One scoring pass of AutoScheme (`auto_round/auto_scheme`: delta loss |∂L/∂Ŵ
 candidate, exact knapsack, scales counted) for every budget at once; q/k/v and gate/up tied with
 `shared_layers`; calibration text = WikiText-2 *validation* (never test), 16 x 256 tokens (its defaults).
 Writes OUT/autoscheme.json: per budget its allocation as compress unit options, its own average bits and the
-wall time. With --quantize B, also auto-round's own rounding (iters=0: RTN with its scale search; iters>0:
-SignRound) of that allocation, exported as GPTQ (`auto_gptq`), into WORK/autoround-B.
+wall time. With --quantize B1,B2: no scoring; auto-round's own rounding (--iters 0: its optimised RTN;
+--iters N: SignRound) of the saved allocation at each budget, exported as GPTQ (`auto_gptq`) into
+WORK/autoround-B-itersN and measured like eval/mixed_units_checkpoint.py's folders (stored weights unpacked,
+the same test windows and KL rows): OUT/autoscheme.json's "autoround_rounding".
 
     pip install auto-round==0.16.1     # a benchmark reference, not a compress dependency
     COMPRESS_DATA_DIR=../shared/data python eval/autoscheme_lane.py --out eval/results/mixed_units
+    COMPRESS_DATA_DIR=../shared/data python eval/autoscheme_lane.py --quantize 3.25,3.5,4.0,4.5 --iters 0
 """
 
 from __future__ import annotations
@@ -56,6 +59,33 @@ def unit_allocation(layer_config: dict) -> dict[str, str]:
     return out
 
 
+def autoround_rounding(args, lane: dict, path: Path) -> None:
+    """auto-round quantizes AutoScheme's allocation itself; each folder measured by mixed_units_checkpoint.Bench."""
+    from auto_round import AutoRound
+    from mixed_units_checkpoint import Bench
+
+    work = Path(args.work)
+    bench = Bench(json.loads((Path(args.out) / "results.json").read_text())["meta"]["args"])
+    for budget in args.quantize.split(","):
+        key = str(float(budget))
+        cfg = lane["budgets"][key]["layer_config"]
+        out, seconds = work / f"autoround-{key}-iters{args.iters}", None
+        if not (args.reuse and list(out.rglob("config.json"))):
+            model, tokenizer = load_model(args.model)
+            started = time.perf_counter()
+            rounder = AutoRound(model, tokenizer, scheme="W4A16", layer_config=cfg, iters=args.iters,
+                                nsamples=args.nsamples, seqlen=args.seqlen, dataset=calibration_file(work),
+                                device_map="cpu", enable_torch_compile=False, low_cpu_mem_usage=False)
+            rounder.quantize_and_save(str(out), format="auto_gptq")
+            seconds = round(time.perf_counter() - started, 1)
+        folder = next(out.rglob("config.json")).parent  # auto-round saves into a subfolder named after the model
+        row = {"iters": args.iters, "nsamples": args.nsamples, "seqlen": args.seqlen, "autoround_seconds": seconds,
+               **bench.measure(folder)}
+        lane.setdefault("autoround_rounding", {})[f"{key} iters={args.iters}"] = row
+        path.write_text(json.dumps(lane, indent=1, default=str))
+        print(f"auto-round rounding @{key}, iters {args.iters}: {row}", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None)
@@ -65,7 +95,14 @@ def main() -> None:
     p.add_argument("--widths", default="3,4,8", help="bits of the options (compress's default: 3,4,8)")
     p.add_argument("--nsamples", type=int, default=16)
     p.add_argument("--seqlen", type=int, default=256)
+    p.add_argument("--quantize", default="", help="budgets whose saved allocation auto-round rounds itself")
+    p.add_argument("--iters", type=int, default=0, help="with --quantize: 0 = optimised RTN, N = SignRound steps")
+    p.add_argument("--reuse", action="store_true", help="with --quantize: measure folders already under --work")
     args = p.parse_args()
+    if args.quantize:
+        path = Path(args.out) / "autoscheme.json"
+        autoround_rounding(args, json.loads(path.read_text()), path)
+        return
     from auto_round import __version__ as ar_version
     from auto_round.auto_scheme.gen_auto_scheme import AutoScheme, GenScheme
     from auto_round.schemes import QuantizationScheme

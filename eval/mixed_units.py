@@ -7,6 +7,8 @@ Stages (each cached under --work so a rerun resumes; run alone, 2 CPU cores):
   frontier  allocations at each budget by each method -> KL on held-out calibration rows and WikiText-2
             test perplexity on a fixed prefix (windows x 2048 tokens); then `more`
   more      only the other cost models (--more-costs) and re-linearisation at --more-budgets
+  lmeval    zero-shot accuracy on 3 lm-eval tasks (--lmeval-tasks, --lmeval-limit documents each) for the
+            float model and the frontier's equal-bytes pairs (uniform vs default, AutoScheme vs default)
 Every weight comes from the same solver and Hessians, so methods differ only in their allocation.
 Calibration rows (Hessians, gradients, KL) are cut from WikiText-2 *validation*; perplexity is on *test*.
 
@@ -69,6 +71,10 @@ def parse() -> argparse.Namespace:
     p.add_argument("--relin", type=int, default=2, help="re-linearisation rounds (0: none)")
     p.add_argument("--more-budgets", default="3.25", help="budgets the other cost models and re-linearisation run at")
     p.add_argument("--evo-generations", type=int, default=25)
+    p.add_argument("--two-bit-rows", type=int, default=1, help="also the knapsack with 2-bit options at each budget")
+    p.add_argument("--lmeval-tasks", default="arc_easy,piqa,lambada_openai")
+    p.add_argument("--lmeval-limit", type=int, default=250, help="documents per lm-eval task (first N)")
+    p.add_argument("--lmeval-points", type=int, default=None, help="only the first N points (most informative first)")
     return p.parse_args()
 
 
@@ -371,6 +377,32 @@ class Study:
         name = "default options" if default else "2/3/4/8 bits"
         return self.measure(f"unit knapsack (fisher@{base}, {name}) @{where}", self.pick(self.solve(costs), bits), extra)
 
+    def checked(self, bits: float, where: str, extra: dict | None = None) -> dict:
+        """The default checked by measurement: the Fisher knapsack, the llama.cpp-style mix and every uniform
+        option within the bytes are candidates; the lowest KL on 4 *calibration* rows (the Hessians' rows, not
+        the held-out KL rows nor the test text) wins. Recorded as 'KL-checked default @<where>'."""
+        name = f"KL-checked default @{where}"
+        if name in self.results.get("frontier", {}):
+            return self.results["frontier"][name]
+        started = time.perf_counter()
+        base = self.base(bits)
+        candidates = {"knapsack": self.pick(self.solve(self.cost_models()[f"fisher@{base}/default"]), bits)}
+        if bits >= 3.1:
+            candidates["llama.cpp-style mix"] = self.llamacpp_mix(bits)
+        for o in self.options:
+            alloc = self.uniform(o.label)
+            if o.label in DEFAULT and self.size_bits(alloc)[1] <= bits + 1e-9:
+                candidates[f"uniform {o.label}"] = alloc
+        rows = self.calib[:4]
+        ref = log_probs(self.model, rows)
+        scores = {}
+        for cname, alloc in candidates.items():
+            with allocation_applied(self.model, self.units, self.table, alloc):
+                scores[cname] = round(kl_to(self.model, rows, ref), 5)
+        best = min(scores, key=scores.get)
+        return self.measure(name, candidates[best], {**(extra or {}), "checked": scores, "chosen": best,
+                                                     "check_seconds": round(time.perf_counter() - started, 1)})
+
     def cheapest_no2(self) -> float:
         """Bits per decoder weight of the cheapest plan without 2-bit options (3b-ch everywhere: 3.07 on SmolLM2)."""
         return self.size_bits({u.key: min((o for o in self.table[u.key] if o.bits == 3),
@@ -390,12 +422,16 @@ class Study:
             self.measure(f"uniform {label}", self.uniform(label))
         for label in EQUAL_BYTES:  # the plain alternative at exactly its own bytes
             self.compress_at(self.size_bits(self.uniform(label))[1], f"={label}", {"equal_bytes_to": label})
+        for label in EQUAL_BYTES:  # the default checked against the plain alternatives by calibration KL
+            self.checked(self.size_bits(self.uniform(label))[1], f"={label}", {"equal_bytes_to": label})
         budgets = [float(b) for b in self.args.budgets.split(",")]
         for bits in budgets:
             base = self.base(bits)
             if bits >= self.cheapest_no2():
                 self.compress_at(bits, f"{bits}")
-            self.measure(f"unit knapsack (fisher@{base}) @{bits}", self.pick(self.solve(models[f"fisher@{base}"]), bits))
+                self.checked(bits, f"{bits}")
+            if self.args.two_bit_rows:
+                self.measure(f"unit knapsack (fisher@{base}) @{bits}", self.pick(self.solve(models[f"fisher@{base}"]), bits))
             self.measure(f"llama.cpp-style mix @{bits}", self.llamacpp_mix(bits))
         for bits in budgets:  # last: its per-layer isolated KL costs 4 forwards per layer
             self.measure(f"layer knapsack (isolated KL, g64) @{bits}", self.layer_knapsack(bits))
@@ -428,6 +464,48 @@ class Study:
             self.compress_at(8 * row["decoder_bytes"] / self.decoder_params,  # exactly AutoScheme's bytes
                              f"=AutoScheme@{float(budget):g}", {"equal_bytes_to": f"AutoScheme@{float(budget):g}"})
 
+
+    # ---- stage: lmeval (accuracy of the frontier's equal-bytes pairs) --------------------------------------
+    def lmeval_points(self) -> list[str]:
+        """float, then each equal-bytes pair (the plain alternative, then compress at its bytes), then the
+        llama.cpp mixes and budget defaults: most informative first, so a run cut short still answers."""
+        frontier = self.results.get("frontier", {})
+        pairs = []
+        for name, row in frontier.items():
+            if "equal_bytes_to" in row and "default options" in name:
+                other = row["equal_bytes_to"]
+                plain = f"uniform {other}" if "@" not in other else f"AutoScheme allocation, same GPTQ @{other.split('@')[1]}"
+                pairs += [plain, name]
+        rest = [n for n in frontier if n.startswith("llama.cpp-style")
+                or ("default options) @" in n and "@=" not in n)]
+        rest = [n for n in rest if frontier[n]["ppl"] < 500]  # collapsed points score chance on every task
+        return ["float"] + [n for n in dict.fromkeys(pairs + rest) if n in frontier]
+
+    def lmeval(self) -> None:
+        from compress.evaluation.lmeval import EvalConfig, evaluate_model
+
+        tasks = tuple(self.args.lmeval_tasks.split(","))
+        config = EvalConfig(tasks=tasks, limit=self.args.lmeval_limit, batch_size=16)
+        done = self.results.setdefault("lmeval", {})
+        frontier = self.results.get("frontier", {})
+        for name in self.lmeval_points()[:self.args.lmeval_points]:
+            if name in done and done[name]["limit"] == config.limit and tuple(done[name]["tasks"]) == tasks:
+                continue
+            labels = frontier[name]["allocation"] if name != "float" else {}
+            started = time.perf_counter()
+            with allocation_applied(self.model, self.units, self.table,
+                                    {k: Option.parse(l) for k, l in labels.items()}):
+                out = evaluate_model(self.model, self.tok, list(tasks), config, data_dir(None))
+            acc = {t: {"metric": r["primary"], "value": r["metrics"][r["primary"]]["value"],
+                       "stderr": r["metrics"][r["primary"]]["stderr"]} for t, r in out.items()}
+            mean = sum(a["value"] for a in acc.values()) / len(acc)
+            done[name] = {"tasks": acc, "mean": round(mean, 4), "limit": config.limit,
+                          "bits": frontier.get(name, {}).get("bits"),
+                          "ppl": self.ppl({}) if name == "float" else frontier[name]["ppl"],
+                          "seconds": round(time.perf_counter() - started, 1)}
+            self.save()
+            print(f"{name:48s} mean acc {mean:.4f}  " + "  ".join(f"{t} {a['value']:.3f}" for t, a in acc.items()),
+                  flush=True)
 
     # ---- stage: evo (EvoPress-style search, seeded from the knapsack) -------------------------------------
     def evo(self, bits: float, generations: int, offspring: int = 4, seed: int = 0) -> None:
@@ -478,6 +556,8 @@ def main() -> None:
         study.more()
     if "autoscheme" in stages:
         study.autoscheme()
+    if "lmeval" in stages:
+        study.lmeval()
     if "evo" in stages:
         for bits in args.evo_budgets.split(","):
             study.evo(float(bits), args.evo_generations)

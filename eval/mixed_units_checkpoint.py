@@ -46,6 +46,41 @@ def load_check(out: Path, model, test_ids) -> dict:
         del loaded
 
 
+class Bench:
+    """The float model, KL rows and reference, and WikiText-2 test ids of a mixed_units study (its results.json
+    meta): measures any saved GPTQ folder by unpacking its stored weights into the float model."""
+
+    def __init__(self, meta: dict):
+        self.meta = meta
+        self.model, self.tok = load_model(meta["model"])
+        self.root = data_dir(None)
+        rows = calibration_samples(self.tok, calibration_texts("wikitext2-valid", self.root),
+                                   n_samples=meta["calib_samples"] + meta["kl_samples"], seq_len=meta["seq_len"], seed=0)
+        self.kl_rows = rows[meta["calib_samples"]:]
+        self.reference = log_probs(self.model, self.kl_rows)
+        self.test_ids = self.tok(wikitext2_test_text(self.root), return_tensors="pt").input_ids[0]
+        self.original = {k: v.clone() for k, v in self.model.state_dict().items()}
+
+    def measure(self, folder: Path) -> dict:
+        """KL on the study's held-out calibration rows and perplexity on its test windows, of `folder`'s
+        stored weights; then GPTQModel.load of the folder (load_check)."""
+        self.model.load_state_dict(self.original)
+        load_dequantized(self.model, folder)
+        row = {"size_bytes": sum(f.stat().st_size for f in folder.glob("*.safetensors")),
+               "kl": kl_to(self.model, self.kl_rows, self.reference),
+               "ppl": perplexity(self.model, self.test_ids, max_windows=self.meta["windows"], progress=False).ppl}
+        row.update(load_check(folder, self.model, self.test_ids))
+        self.model.load_state_dict(self.original)
+        return row
+
+
+def record(path: Path, name: str, row: dict) -> None:
+    done = json.loads(path.read_text()) if path.exists() else {}
+    done[name] = row
+    path.write_text(json.dumps(done, indent=1))
+    print(name, row, flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--results", default="eval/results/mixed_units/results.json")
@@ -56,42 +91,23 @@ def main() -> None:
     args = p.parse_args()
     path = Path(args.results)
     results = json.loads(path.read_text())
-    meta = results["meta"]["args"]
-    model, tok = load_model(meta["model"])
-    units = model_units(model)
-    root = data_dir(None)
-    rows = calibration_samples(tok, calibration_texts("wikitext2-valid", root),
-                               n_samples=meta["calib_samples"] + meta["kl_samples"], seq_len=meta["seq_len"], seed=0)
-    kl_rows = rows[meta["calib_samples"]:]
-    reference = log_probs(model, kl_rows)
-    test_ids = tok(wikitext2_test_text(root), return_tensors="pt").input_ids[0]
-    calib = calibration_samples(tok, calibration_texts("wikitext2-valid", root), n_samples=args.calib_samples,
-                                seq_len=512, seed=0)
-    original = {k: v.clone() for k, v in model.state_dict().items()}
-    out_path = path.parent / "checkpoints.json"
+    bench = Bench(results["meta"]["args"])
+    units = model_units(bench.model)
+    calib = calibration_samples(bench.tok, calibration_texts("wikitext2-valid", bench.root),
+                                n_samples=args.calib_samples, seq_len=512, seed=0)
     for name in args.name:
         entry = results["frontier"][name]
         allocation = {u.key: Option.parse(entry["allocation"][u.key]) for u in units}
         out = Path(args.work) / name.replace(" ", "_").replace("/", "-").replace("@", "at")
         plan = to_plan(units, allocation)
         if args.reuse and (out / "model.safetensors").exists():
-            stats = {"effective_bits": plan_config(model, plan, GPTQConfig()).effective_bits, "seconds": None,
-                     "size_bytes": sum(f.stat().st_size for f in out.glob("*.safetensors"))}
+            stats = {"effective_bits": plan_config(bench.model, plan, GPTQConfig()).effective_bits, "seconds": None}
         else:
             shutil.rmtree(out, ignore_errors=True)
-            stats = quantize_gptq(resolve_model_path(meta["model"]), plan, calib, out, GPTQConfig())
-        model.load_state_dict(original)
-        load_dequantized(model, out)
-        row = {"gptqmodel_seconds": stats["seconds"], "calib_samples": args.calib_samples,
-               "effective_bits": stats["effective_bits"], "size_bytes": stats["size_bytes"],
-               "kl": kl_to(model, kl_rows, reference),
-               "ppl": perplexity(model, test_ids, max_windows=meta["windows"], progress=False).ppl}
-        row.update(load_check(out, model, test_ids))
-        model.load_state_dict(original)
-        done = json.loads(out_path.read_text()) if out_path.exists() else {}
-        done[name] = row
-        out_path.write_text(json.dumps(done, indent=1))
-        print(name, row, flush=True)
+            stats = quantize_gptq(resolve_model_path(bench.meta["model"]), plan, calib, out, GPTQConfig())
+        record(path.parent / "checkpoints.json", name,
+               {"gptqmodel_seconds": stats["seconds"], "calib_samples": args.calib_samples,
+                "effective_bits": stats["effective_bits"], **bench.measure(out)})
 
 
 if __name__ == "__main__":

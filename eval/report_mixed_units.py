@@ -11,7 +11,9 @@ import re
 from pathlib import Path
 
 COMPRESS = "compress default: unit knapsack, Fisher, options 3/4/8 bits (no 4b-ch)"
+CHECKED = "compress default checked by calibration KL against uniform and the llama.cpp mix"
 METHODS = {  # frontier-name prefix -> label in the table and legend
+    "KL-checked default": CHECKED,
     "unit knapsack (fisher@3b-g64, default": COMPRESS,
     "unit knapsack (fisher@4b-g64, default": COMPRESS,
     "unit knapsack (fisher@3b-g64, 3/4/8": "unit knapsack, Fisher, options 3/4/8 bits with 4b-ch",
@@ -31,9 +33,9 @@ METHODS = {  # frontier-name prefix -> label in the table and legend
 }
 
 
-PLOTTED = {COMPRESS, "unit knapsack, Fisher, options 3/4/8 bits with 4b-ch", "llama.cpp-style mix (k-quant priorities)",
+PLOTTED = {COMPRESS, CHECKED, "unit knapsack, Fisher, options 3/4/8 bits with 4b-ch", "llama.cpp-style mix (k-quant priorities)",
            "per-layer knapsack on isolated KL (before)", "unit knapsack, Fisher at the quantized point, options 2/3/4/8 bits",
-           "auto-round AutoScheme allocation, same GPTQ", "auto-round AutoScheme, its own rounding"}
+           "auto-round AutoScheme allocation, same GPTQ"}
 YMAX = 1500  # perplexity; the plot's upper edge
 
 
@@ -82,9 +84,52 @@ def checkpoints(results: dict, path: Path) -> list[str]:
     return lines + [""]
 
 
+def autoround_rows(results: dict, path: Path) -> dict:
+    """auto-round's own rounding of AutoScheme's allocations (autoscheme.json's "autoround_rounding") as
+    frontier-like rows named 'auto-round AutoScheme, its own rounding (iters=N) @B', at the allocation's bits."""
+    lane = json.loads(path.read_text()) if path.exists() else {}
+    rows = {}
+    for key, row in lane.get("autoround_rounding", {}).items():
+        budget, iters = key.split(" ")
+        same = results["frontier"].get(f"AutoScheme allocation, same GPTQ @{float(budget):g}")
+        if same:
+            rows[f"auto-round AutoScheme, its own rounding ({iters}) @{float(budget):g}"] = {
+                **row, "bits": same["bits"], "checkpoint_bytes": same["checkpoint_bytes"], "same_gptq_ppl": same["ppl"]}
+    return rows
+
+
+def autoround_table(rows: dict) -> list[str]:
+    if not rows:
+        return []
+    lines = ["| auto-round's own rounding of AutoScheme's allocation | bits | KL | ppl | same allocation, compress's "
+             "GPTQ: ppl | auto-round s |", "|---|---|---|---|---|---|"]
+    lines += [f"| {name} | {r['bits']:.3f} | {r['kl']:.4f} | {r['ppl']:.2f} | {r['same_gptq_ppl']:.2f} | "
+              f"{r.get('autoround_seconds') or '–'} |" for name, r in rows.items()]
+    return lines + [""]
+
+
+def lmeval_table(results: dict) -> list[str]:
+    """Zero-shot accuracy (the mixed_units lmeval stage) of float and the frontier's equal-bytes pairs."""
+    done = results.get("lmeval", {})
+    if not done:
+        return []
+    tasks = list(next(iter(done.values()))["tasks"])
+    limit = next(iter(done.values()))["limit"]
+    lines = [f"lm-eval 0-shot, first {limit} documents per task (acc ± stderr):", "",
+             "| point | bits | ppl | " + " | ".join(tasks) + " | mean |", "|---" * (len(tasks) + 4) + "|"]
+    for name, row in done.items():
+        bits = f"{row['bits']:.3f}" if row.get("bits") else "16 (float)"
+        ppl = f"{row['ppl']:.2f}" if row.get("ppl") else "–"
+        cells = [f"{a['value']:.3f} ± {a['stderr']:.3f}" for a in row["tasks"].values()]
+        lines.append(f"| {name} | {bits} | {ppl} | " + " | ".join(cells) + f" | **{row['mean']:.4f}** |")
+    return lines + [""]
+
+
 def tables(results: dict, path: Path | None = None) -> str:
     frontier = results["frontier"]
     lines = checkpoints(results, path.parent / "checkpoints.json") if path else []
+    lines += autoround_table(autoround_rows(results, path.parent / "autoscheme.json")) if path else []
+    lines += lmeval_table(results)
     lines += equal_bytes(frontier)
     lines += [""] if lines else []
     uniform = sorted(((v["bits"], k.removeprefix("uniform "), v) for k, v in frontier.items()
@@ -114,7 +159,7 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    frontier = results["frontier"]
+    frontier = results["frontier"]  # simulation rows only: real checkpoints (GPTQModel, auto-round) are in tables.md
     fig, ax = plt.subplots(figsize=(8, 5))
     uniform = [(v["bits"], v["ppl"], k.removeprefix("uniform ")) for k, v in frontier.items() if k.startswith("uniform ")]
     ax.scatter([u[0] for u in uniform], [u[1] for u in uniform], c="grey", marker="x", label="uniform GPTQ options")
