@@ -177,7 +177,7 @@ def plot(results: dict, path: Path) -> None:
     ax.set_xlim(2.9, 4.8)
     ax.set_xlabel("stored bits per decoder weight (codes, fp16 scales, zeros, g_idx)")
     ax.set_ylabel("WikiText-2 test perplexity (lower is better; log)")
-    ax.set_title(f"{results['meta']['model']}: mixed precision vs uniform GPTQ at equal bytes")
+    ax.set_title(f"{Path(str(results['meta']['model'])).name}: mixed precision vs uniform GPTQ at equal bytes")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
