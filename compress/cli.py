@@ -130,9 +130,10 @@ def cmd_run(args: argparse.Namespace, config) -> int:
     layers = stats["layers"]
     if layers["removed"]:
         print(f"removed {len(layers['removed'])} of {layers['before']} layers: {layers['removed']}")
-    if stats["method"] == "gptq":
+    if stats["method"] in ("gptq", "opt-rtn"):
+        rounder = "GPTQ" if stats["method"] == "gptq" else "opt-RTN (auto-round)"
         print(f"stored bits per decoder weight {stats['effective_bits']:.3f} (codes, scales, zeros), checkpoint "
-              f"{stats['size_bytes'] / 2**20:.1f} MiB, GPTQ {stats['seconds']:.0f} s"
+              f"{stats['size_bytes'] / 2**20:.1f} MiB, {rounder} {stats['seconds']:.0f} s"
               + (f", allocation {sum(stats['allocation']['seconds'].values()):.0f} s" if "allocation" in stats else ""))
     else:
         print(f"unquantized ({stats['dtype']}), size {stats['size_bytes'] / 2**20:.1f} MiB")

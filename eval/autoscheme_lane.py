@@ -12,6 +12,7 @@ the same test windows and KL rows): OUT/autoscheme.json's "autoround_rounding".
     pip install auto-round==0.16.1     # a benchmark reference, not a compress dependency
     COMPRESS_DATA_DIR=../shared/data python eval/autoscheme_lane.py --out eval/results/mixed_units
     COMPRESS_DATA_DIR=../shared/data python eval/autoscheme_lane.py --quantize 3.25,3.5,4.0,4.5 --iters 0
+    COMPRESS_DATA_DIR=../shared/data python eval/autoscheme_lane.py --frontier "uniform 3b-g64" --iters 0
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from compress.data import calibration_texts, data_dir  # noqa: E402
 from compress.model import load_model, named_linears  # noqa: E402
-from compress.model.units import unit_name  # noqa: E402
+from compress.model.units import model_units, unit_name  # noqa: E402
 from compress.plan import Option  # noqa: E402
 from compress.provenance import versions  # noqa: E402
 
@@ -59,19 +60,38 @@ def unit_allocation(layer_config: dict) -> dict[str, str]:
     return out
 
 
+def layer_config(model, allocation: dict[str, str]) -> dict:
+    """compress's {unit key: option label} -> auto-round's {module name: {bits, group_size, sym}} (every shard
+    of a fused unit gets the unit's option; per channel is group_size -1)."""
+    out = {}
+    for unit in model_units(model):
+        o = Option.parse(allocation[unit.key])
+        out.update({m: {"bits": o.bits, "group_size": o.group_size or -1, "sym": o.sym} for m in unit.modules})
+    return out
+
+
+def rounding_jobs(args, lane: dict) -> list[tuple[str, object]]:
+    """(row name, layer_config or a {unit: option} allocation) for each --quantize budget (AutoScheme's saved
+    allocation) and each --frontier entry of results.json (compress's own allocations, uniform options)."""
+    jobs = [(f"{float(b)} iters={args.iters}", lane["budgets"][str(float(b))]["layer_config"])
+            for b in filter(None, args.quantize.split(","))]
+    frontier = json.loads((Path(args.out) / "results.json").read_text())["frontier"]
+    return jobs + [(f"{name} iters={args.iters}", frontier[name]["allocation"]) for name in args.frontier]
+
+
 def autoround_rounding(args, lane: dict, path: Path) -> None:
-    """auto-round quantizes AutoScheme's allocation itself; each folder measured by mixed_units_checkpoint.Bench."""
+    """auto-round quantizes each job's allocation itself; each folder measured by mixed_units_checkpoint.Bench."""
     from auto_round import AutoRound
     from mixed_units_checkpoint import Bench
 
     work = Path(args.work)
     bench = Bench(json.loads((Path(args.out) / "results.json").read_text())["meta"]["args"])
-    for budget in args.quantize.split(","):
-        key = str(float(budget))
-        cfg = lane["budgets"][key]["layer_config"]
-        out, seconds = work / f"autoround-{key}-iters{args.iters}", None
+    for name, cfg in rounding_jobs(args, lane):
+        out, seconds = work / ("autoround-" + name.replace(" ", "_").replace("/", "-").replace("@", "at")), None
         if not (args.reuse and list(out.rglob("config.json"))):
             model, tokenizer = load_model(args.model)
+            if isinstance(next(iter(cfg.values())), str):  # a compress allocation: {unit key: option label}
+                cfg = layer_config(model, cfg)
             started = time.perf_counter()
             rounder = AutoRound(model, tokenizer, scheme="W4A16", layer_config=cfg, iters=args.iters,
                                 nsamples=args.nsamples, seqlen=args.seqlen, dataset=calibration_file(work),
@@ -81,9 +101,9 @@ def autoround_rounding(args, lane: dict, path: Path) -> None:
         folder = next(out.rglob("config.json")).parent  # auto-round saves into a subfolder named after the model
         row = {"iters": args.iters, "nsamples": args.nsamples, "seqlen": args.seqlen, "autoround_seconds": seconds,
                **bench.measure(folder)}
-        lane.setdefault("autoround_rounding", {})[f"{key} iters={args.iters}"] = row
+        lane.setdefault("autoround_rounding", {})[name] = row
         path.write_text(json.dumps(lane, indent=1, default=str))
-        print(f"auto-round rounding @{key}, iters {args.iters}: {row}", flush=True)
+        print(f"auto-round rounding, {name}: {row}", flush=True)
 
 
 def main() -> None:
@@ -97,9 +117,11 @@ def main() -> None:
     p.add_argument("--seqlen", type=int, default=256)
     p.add_argument("--quantize", default="", help="budgets whose saved allocation auto-round rounds itself")
     p.add_argument("--iters", type=int, default=0, help="with --quantize: 0 = optimised RTN, N = SignRound steps")
+    p.add_argument("--frontier", action="append", default=[],
+                   help="a results.json frontier entry (e.g. compress's default) for auto-round to round too")
     p.add_argument("--reuse", action="store_true", help="with --quantize: measure folders already under --work")
     args = p.parse_args()
-    if args.quantize:
+    if args.quantize or args.frontier:
         path = Path(args.out) / "autoscheme.json"
         autoround_rounding(args, json.loads(path.read_text()), path)
         return

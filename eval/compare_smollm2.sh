@@ -21,7 +21,7 @@ compress() { python -m compress "$@"; }
 
 # 1. the three checkpoints (the float one saved as compress saves every run, so all three are run folders)
 [ -d "$RUNS/fp32" ] || compress run --bits 16 --max-windows 8 --out "$RUNS/fp32"
-[ -d "$RUNS/mixed3.25" ] || compress run --bits mixed --avg-bits 3.25 --bit-choices 2,3,4,8 \
+[ -d "$RUNS/mixed3.25" ] || compress run --bits mixed --avg-bits 3.25 --bit-choices 2,3,4,8 --allocator layers --rounding gptq \
     --scorer sensitivity --max-windows 8 --out "$RUNS/mixed3.25"
 [ -d "$RUNS/skip25" ] || compress run --skip 0.25 --skip-policy bi --bits 16 --max-windows 8 --out "$RUNS/skip25"
 

@@ -33,6 +33,7 @@ from compress.bits import knapsack  # noqa: E402
 from compress.bits.unit_plan import gradient_point, relinearise  # noqa: E402
 from compress.bits.unit_costs import (allocation_applied, gradients, isolated_kl, kl_to, log_probs,  # noqa: E402
                                       proxy_costs, rounded_table, rtn_table, unit_hessians)
+from compress.quant.gptq import ROUNDINGS  # noqa: E402
 from compress.model.units import model_units  # noqa: E402
 from compress.bits.options import default_options, option_grid  # noqa: E402
 from compress.quant.storage import unit_bytes  # noqa: E402
@@ -40,6 +41,7 @@ from compress.plan import Option  # noqa: E402
 from compress.data import calibration_samples, calibration_texts, data_dir, wikitext2_test_text  # noqa: E402
 from compress.evaluation.perplexity import perplexity  # noqa: E402
 from compress.model import load_model  # noqa: E402
+from compress.errors import CompressError  # noqa: E402
 from compress.provenance import versions  # noqa: E402
 from compress.scores import spearman  # noqa: E402
 
@@ -63,6 +65,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--windows", type=int, default=4, help="WikiText-2 test windows of 2048 tokens")
     p.add_argument("--random", type=int, default=30, help="random allocations for the Spearman check")
     p.add_argument("--asym", action="store_true", help="also asymmetric options")
+    p.add_argument("--rounding", default="gptq", choices=ROUNDINGS,
+                   help="how every unit x option is rounded: GPTQ's solver, or auto-round's optimised RTN")
     p.add_argument("--stages", default="table,validate,frontier")
     p.add_argument("--budgets", default=",".join(map(str, BUDGETS_ORDER)), help="frontier budgets, in the order run")
     p.add_argument("--evo-budgets", default="3.25")
@@ -72,6 +76,11 @@ def parse() -> argparse.Namespace:
     p.add_argument("--more-budgets", default="3.25", help="budgets the other cost models and re-linearisation run at")
     p.add_argument("--evo-generations", type=int, default=25)
     p.add_argument("--two-bit-rows", type=int, default=1, help="also the knapsack with 2-bit options at each budget")
+    p.add_argument("--checked-rows", type=int, default=1, help="also the KL-checked default at each point")
+    p.add_argument("--layer-rows", type=int, default=1, help="also the per-layer knapsack at each budget")
+    p.add_argument("--default-variant", default="default", choices=("default", "default-3b-ch"),
+                   help="the options compress's default rows choose from: the default set, or it less 3b-ch")
+    p.add_argument("--autoscheme", default=None, help="autoscheme.json to read (default: OUT/autoscheme.json)")
     p.add_argument("--lmeval-tasks", default="arc_easy,piqa,lambada_openai")
     p.add_argument("--lmeval-limit", type=int, default=250, help="documents per lm-eval task (first N)")
     p.add_argument("--lmeval-points", type=int, default=None, help="only the first N points (most informative first)")
@@ -88,9 +97,10 @@ class CostModels(dict):
 
     def __missing__(self, name: str) -> dict:
         s = self.study
-        if name.endswith(("/no2", "/default")):  # the same costs with 2-bit (and 4b-ch) options left out
+        if name.endswith(("/no2", "/default", "/default-3b-ch")):  # the same costs, some options left out
             full, _, variant = name.rpartition("/")
-            keep = (lambda o: not o.startswith("2b")) if variant == "no2" else DEFAULT.__contains__  # noqa: E731
+            keep = {"no2": lambda o: not o.startswith("2b"), "default": DEFAULT.__contains__,
+                    "default-3b-ch": lambda o: o in DEFAULT and o != "3b-ch"}[variant]
             value = {k: {o: (c if keep(o) else float("inf")) for o, c in row.items()}
                      for k, row in self[full].items()}
             self[name] = value
@@ -155,7 +165,7 @@ class Study:
         started = time.perf_counter()
         self.hessians = unit_hessians(self.model, self.units, self.calib)
         t_h = time.perf_counter() - started
-        self.table = rounded_table(self.model, self.units, self.hessians, self.options)
+        self.table = rounded_table(self.model, self.units, self.hessians, self.options, rounding=self.args.rounding)
         t_all = time.perf_counter() - started
         torch.save((self.hessians, {k: {o.label: q for o, q in v.items()} for k, v in self.table.items()}), path)
         self.results["timing"] = {"hessians_s": round(t_h, 1), "table_s": round(t_all - t_h, 1),
@@ -370,12 +380,20 @@ class Study:
         return alloc, trace
 
     def compress_at(self, bits: float, where: str, extra: dict | None = None) -> dict:
-        """compress's default at `bits` (Fisher knapsack at gradient_point, default options; with 2-bit options
-        below its cheapest plan), measured as 'unit knapsack (fisher@<base>, ...) @<where>'."""
+        """compress's default at `bits` (Fisher knapsack at gradient_point, default options, less 3b-ch with
+        --default-variant default-3b-ch; with 2-bit options below its cheapest plan), measured as
+        'unit knapsack (fisher@<base>, ...) @<where>'."""
         base, default = self.base(bits), bits >= self.cheapest_no2()
-        costs = self.cost_models()[f"fisher@{base}/default" if default else f"fisher@{base}"]
-        name = "default options" if default else "2/3/4/8 bits"
-        return self.measure(f"unit knapsack (fisher@{base}, {name}) @{where}", self.pick(self.solve(costs), bits), extra)
+        variant = self.args.default_variant
+        costs = self.cost_models()[f"fisher@{base}/{variant}" if default else f"fisher@{base}"]
+        name = {"default": "default options", "default-3b-ch": "default options less 3b-ch"}[variant]
+        name = name if default else "2/3/4/8 bits"
+        try:
+            allocation = self.pick(self.solve(costs), bits)
+        except CompressError as e:  # e.g. 3b-g128's exact bytes: nothing cheaper than it without 3b-ch
+            print(f"unit knapsack (fisher@{base}, {name}) @{where}: {e}", flush=True)
+            return {}
+        return self.measure(f"unit knapsack (fisher@{base}, {name}) @{where}", allocation, extra)
 
     def checked(self, bits: float, where: str, extra: dict | None = None) -> dict:
         """The default checked by measurement: the Fisher knapsack, the llama.cpp-style mix and every uniform
@@ -394,8 +412,9 @@ class Study:
             if o.label in DEFAULT and self.size_bits(alloc)[1] <= bits + 1e-9:
                 candidates[f"uniform {o.label}"] = alloc
         rows = self.calib[:4]
-        ref = log_probs(self.model, rows)
-        scores = {}
+        if not hasattr(self, "_calib_ref"):  # the float model's, taken before any allocation is applied
+            self._calib_ref = log_probs(self.model, rows)
+        ref, scores = self._calib_ref, {}
         for cname, alloc in candidates.items():
             with allocation_applied(self.model, self.units, self.table, alloc):
                 scores[cname] = round(kl_to(self.model, rows, ref), 5)
@@ -422,18 +441,19 @@ class Study:
             self.measure(f"uniform {label}", self.uniform(label))
         for label in EQUAL_BYTES:  # the plain alternative at exactly its own bytes
             self.compress_at(self.size_bits(self.uniform(label))[1], f"={label}", {"equal_bytes_to": label})
-        for label in EQUAL_BYTES:  # the default checked against the plain alternatives by calibration KL
+        for label in EQUAL_BYTES if self.args.checked_rows else ():  # the default checked by calibration KL
             self.checked(self.size_bits(self.uniform(label))[1], f"={label}", {"equal_bytes_to": label})
         budgets = [float(b) for b in self.args.budgets.split(",")]
         for bits in budgets:
             base = self.base(bits)
             if bits >= self.cheapest_no2():
                 self.compress_at(bits, f"{bits}")
-                self.checked(bits, f"{bits}")
+                if self.args.checked_rows:
+                    self.checked(bits, f"{bits}")
             if self.args.two_bit_rows:
                 self.measure(f"unit knapsack (fisher@{base}) @{bits}", self.pick(self.solve(models[f"fisher@{base}"]), bits))
             self.measure(f"llama.cpp-style mix @{bits}", self.llamacpp_mix(bits))
-        for bits in budgets:  # last: its per-layer isolated KL costs 4 forwards per layer
+        for bits in budgets if self.args.layer_rows else ():  # last: isolated KL, 4 forwards per layer
             self.measure(f"layer knapsack (isolated KL, g64) @{bits}", self.layer_knapsack(bits))
         self.more()
 
@@ -450,16 +470,17 @@ class Study:
                 self.measure(key, alloc, {"relin_kl_trace": trace})
 
 
-    # ---- stage: autoscheme (its allocation, rounded by the same GPTQ as every other row) -------------------
+    # ---- stage: autoscheme (its allocation, rounded like every other row) ----------------------------------
     def autoscheme(self) -> None:
-        path = self.out / "autoscheme.json"
+        path = Path(self.args.autoscheme) if self.args.autoscheme else self.out / "autoscheme.json"
         if not path.exists():
             print(f"no {path}: run eval/autoscheme_lane.py first", flush=True)
             return
         lane = json.loads(path.read_text())
         for budget, entry in lane["budgets"].items():
             alloc = {u.key: Option.parse(entry["allocation"][u.key]) for u in self.units}
-            row = self.measure(f"AutoScheme allocation, same GPTQ @{float(budget):g}", alloc,
+            same = "same GPTQ" if self.args.rounding == "gptq" else f"same {self.args.rounding}"
+            row = self.measure(f"AutoScheme allocation, {same} @{float(budget):g}", alloc,
                                {"autoscheme_seconds": lane["seconds"]})
             self.compress_at(8 * row["decoder_bytes"] / self.decoder_params,  # exactly AutoScheme's bytes
                              f"=AutoScheme@{float(budget):g}", {"equal_bytes_to": f"AutoScheme@{float(budget):g}"})

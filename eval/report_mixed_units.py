@@ -14,6 +14,8 @@ COMPRESS = "compress default: unit knapsack, Fisher, options 3/4/8 bits (no 4b-c
 CHECKED = "compress default checked by calibration KL against uniform and the llama.cpp mix"
 METHODS = {  # frontier-name prefix -> label in the table and legend
     "KL-checked default": CHECKED,
+    "unit knapsack (fisher@3b-g64, default options less 3b-ch": COMPRESS + " less 3b-ch",
+    "unit knapsack (fisher@4b-g64, default options less 3b-ch": COMPRESS + " less 3b-ch",
     "unit knapsack (fisher@3b-g64, default": COMPRESS,
     "unit knapsack (fisher@4b-g64, default": COMPRESS,
     "unit knapsack (fisher@3b-g64, 3/4/8": "unit knapsack, Fisher, options 3/4/8 bits with 4b-ch",
@@ -23,6 +25,7 @@ METHODS = {  # frontier-name prefix -> label in the table and legend
     "unit knapsack (fisher@": "unit knapsack, Fisher at the quantized point, options 2/3/4/8 bits",
     "unit knapsack (fisher, re-linearised)": "unit knapsack, Fisher, options 2/3/4/8 bits, re-linearised once",
     "AutoScheme allocation, same GPTQ": "auto-round AutoScheme allocation, same GPTQ",
+    "AutoScheme allocation, same opt-rtn": "auto-round AutoScheme allocation, same opt-rtn",
     "auto-round AutoScheme": "auto-round AutoScheme, its own rounding",
     "llama.cpp-style mix": "llama.cpp-style mix (k-quant priorities)",
     "layer knapsack (isolated KL, g64)": "per-layer knapsack on isolated KL (before)",
@@ -33,9 +36,9 @@ METHODS = {  # frontier-name prefix -> label in the table and legend
 }
 
 
-PLOTTED = {COMPRESS, CHECKED, "unit knapsack, Fisher, options 3/4/8 bits with 4b-ch", "llama.cpp-style mix (k-quant priorities)",
+PLOTTED = {COMPRESS, COMPRESS + " less 3b-ch", CHECKED, "unit knapsack, Fisher, options 3/4/8 bits with 4b-ch", "llama.cpp-style mix (k-quant priorities)",
            "per-layer knapsack on isolated KL (before)", "unit knapsack, Fisher at the quantized point, options 2/3/4/8 bits",
-           "auto-round AutoScheme allocation, same GPTQ"}
+           "auto-round AutoScheme allocation, same GPTQ", "auto-round AutoScheme allocation, same opt-rtn"}
 YMAX = 1500  # perplexity; the plot's upper edge
 
 
@@ -48,13 +51,20 @@ def budget_of(name: str) -> float | None:
     return float(m[1]) if m else None
 
 
-def equal_bytes(frontier: dict) -> list[str]:
+def same(results: dict) -> str:
+    """How the study's rows are rounded, as its AutoScheme rows name it: 'same GPTQ' or 'same opt-rtn'."""
+    rounding = results.get("meta", {}).get("args", {}).get("rounding", "gptq")
+    return "same GPTQ" if rounding == "gptq" else f"same {rounding}"
+
+
+def equal_bytes(results: dict) -> list[str]:
     """Each uniform option against compress's knapsack at exactly its bytes (rows named '... @=<option>')."""
+    frontier = results["frontier"]
     lines = ["| the plain alternative | its bits | its KL | its ppl | at the same bytes | bits | KL | ppl | ppl change |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, row in sorted(frontier.items(), key=lambda kv: kv[1]["bits"]):
         label = row.get("equal_bytes_to")
-        ref = (f"AutoScheme allocation, same GPTQ @{label.split('@')[1]}" if str(label).startswith("AutoScheme@")
+        ref = (f"AutoScheme allocation, {same(results)} @{label.split('@')[1]}" if str(label).startswith("AutoScheme@")
                else f"uniform {label}")
         if not label or ref not in frontier:
             continue
@@ -85,25 +95,29 @@ def checkpoints(results: dict, path: Path) -> list[str]:
 
 
 def autoround_rows(results: dict, path: Path) -> dict:
-    """auto-round's own rounding of AutoScheme's allocations (autoscheme.json's "autoround_rounding") as
-    frontier-like rows named 'auto-round AutoScheme, its own rounding (iters=N) @B', at the allocation's bits."""
+    """auto-round's own rounding (autoscheme.json's "autoround_rounding") of AutoScheme's allocations, as rows
+    named 'auto-round AutoScheme, its own rounding (iters=N) @B', and of frontier allocations (compress's,
+    uniform), as '<frontier name>, auto-round's rounding (iters=N)'; each at the allocation's bits."""
     lane = json.loads(path.read_text()) if path.exists() else {}
     rows = {}
     for key, row in lane.get("autoround_rounding", {}).items():
-        budget, iters = key.split(" ")
-        same = results["frontier"].get(f"AutoScheme allocation, same GPTQ @{float(budget):g}")
-        if same:
-            rows[f"auto-round AutoScheme, its own rounding ({iters}) @{float(budget):g}"] = {
-                **row, "bits": same["bits"], "checkpoint_bytes": same["checkpoint_bytes"], "same_gptq_ppl": same["ppl"]}
+        source, iters = key.rsplit(" ", 1)
+        if re.fullmatch(r"[\d.]+", source):
+            sim = results["frontier"].get(f"AutoScheme allocation, {same(results)} @{float(source):g}")
+            name = f"auto-round AutoScheme, its own rounding ({iters}) @{float(source):g}"
+        else:
+            sim, name = results["frontier"].get(source), f"{source}, auto-round's rounding ({iters})"
+        if sim:
+            rows[name] = {**row, "bits": sim["bits"], "checkpoint_bytes": sim["checkpoint_bytes"], "sim_ppl": sim["ppl"]}
     return rows
 
 
 def autoround_table(rows: dict) -> list[str]:
     if not rows:
         return []
-    lines = ["| auto-round's own rounding of AutoScheme's allocation | bits | KL | ppl | same allocation, compress's "
-             "GPTQ: ppl | auto-round s |", "|---|---|---|---|---|---|"]
-    lines += [f"| {name} | {r['bits']:.3f} | {r['kl']:.4f} | {r['ppl']:.2f} | {r['same_gptq_ppl']:.2f} | "
+    lines = ["| auto-round's own rounding of an allocation (real GPTQ-format checkpoint) | bits | KL | ppl | "
+             "same allocation, this study's simulation: ppl | auto-round s |", "|---|---|---|---|---|---|"]
+    lines += [f"| {name} | {r['bits']:.3f} | {r['kl']:.4f} | {r['ppl']:.2f} | {r['sim_ppl']:.2f} | "
               f"{r.get('autoround_seconds') or '–'} |" for name, r in rows.items()]
     return lines + [""]
 
@@ -130,7 +144,7 @@ def tables(results: dict, path: Path | None = None) -> str:
     lines = checkpoints(results, path.parent / "checkpoints.json") if path else []
     lines += autoround_table(autoround_rows(results, path.parent / "autoscheme.json")) if path else []
     lines += lmeval_table(results)
-    lines += equal_bytes(frontier)
+    lines += equal_bytes(results)
     lines += [""] if lines else []
     uniform = sorted(((v["bits"], k.removeprefix("uniform "), v) for k, v in frontier.items()
                       if k.startswith("uniform ")), key=lambda t: t[0])
@@ -160,9 +174,11 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     frontier = results["frontier"]  # simulation rows only: real checkpoints (GPTQModel, auto-round) are in tables.md
+    rounding = results["meta"]["args"].get("rounding", "gptq")
     fig, ax = plt.subplots(figsize=(8, 5))
     uniform = [(v["bits"], v["ppl"], k.removeprefix("uniform ")) for k, v in frontier.items() if k.startswith("uniform ")]
-    ax.scatter([u[0] for u in uniform], [u[1] for u in uniform], c="grey", marker="x", label="uniform GPTQ options")
+    ax.scatter([u[0] for u in uniform], [u[1] for u in uniform], c="grey", marker="x",
+               label=f"uniform options ({rounding})")
     for b, p, label in uniform:
         if p < YMAX:
             ax.annotate(label, (b, p), fontsize=7, color="grey")
@@ -173,11 +189,14 @@ def plot(results: dict, path: Path) -> None:
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method,
                 lw=2.5 if method == COMPRESS else 1.2)
     ax.set_yscale("log")
-    ax.set_ylim(25, YMAX)  # the 2.5-bit points (10^4-10^5) would squash everything else; they are in tables.md
+    shown = [line.get_ydata() for line in ax.get_lines()] + [[u[1] for u in uniform]]
+    top = min(YMAX, 1.3 * max(max((y for y in ys if y < YMAX), default=0) for ys in shown))
+    ax.set_ylim(25, top)  # the 2.5-bit points (10^4-10^5) would squash everything else; they are in tables.md
     ax.set_xlim(2.9, 4.8)
     ax.set_xlabel("stored bits per decoder weight (codes, fp16 scales, zeros, g_idx)")
     ax.set_ylabel("WikiText-2 test perplexity (lower is better; log)")
-    ax.set_title(f"{Path(str(results['meta']['model'])).name}: mixed precision vs uniform GPTQ at equal bytes")
+    ax.set_title(f"{Path(str(results['meta']['model'])).name}: mixed precision vs uniform at equal bytes\n"
+                 f"(every row rounded by {rounding})")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

@@ -110,7 +110,8 @@ def _run_argv(model: Path, out: Path, data_dir: Path) -> list[str]:
     import sys
 
     return [sys.executable, "-m", "compress", "run", "--model", str(model), "--bits", "4", "--calib-samples", "4",
-            "--calib-seq-len", "32", "--max-windows", "0", "--data-dir", str(data_dir), "--out", str(out)]
+            "--calib-seq-len", "32", "--max-windows", "0", "--rounding", "gptq", "--data-dir", str(data_dir),
+            "--out", str(out)]
 
 
 def test_sigkill_mid_gptq_then_rerun_gives_identical_bytes(gptqmodel, tiny5, tmp_path, data_dir):

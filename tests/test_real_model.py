@@ -194,3 +194,48 @@ def test_local_tasks_reproduce_lm_evals_own_configs_on_the_same_files(smollm2, d
                                           log_samples=False)["results"][name]["acc,none"]
                   for task in (local[name], references[name])]
         assert scores[0] == scores[1] and 0.25 < scores[0] < 0.9, (name, scores)
+
+
+def test_opt_rtn_checkpoint_holds_the_weights_the_allocator_costed(smollm2, data_dir, tmp_path):
+    """`--rounding opt-rtn`: auto-round writes the GPTQ folder; its stored weights are the ones
+    compress.quant.opt_rtn computes from the same calibration rows (so the allocator's Fisher costs price the
+    real checkpoint), per-unit options included, and GPTQModel.load computes what they say."""
+    pytest.importorskip("auto_round")
+    pytest.importorskip("gptqmodel")
+    import torch
+
+    from compress.bits.unit_costs import linear_modules, unit_hessians, unit_weight
+    from compress.bits.unit_plan import to_plan
+    from compress.data import calibration_samples, calibration_texts, wikitext2_test_text
+    from compress.model import load_gptq
+    from compress.model.units import model_units
+    from compress.plan import Option
+    from compress.quant.autoround import quantize_autoround
+    from compress.quant.gptq import GPTQConfig
+    from compress.quant.opt_rtn import opt_rtn_weights
+    from compress.quant.unpack import load_dequantized
+
+    model, tokenizer = smollm2
+    units = model_units(model)
+    choice = {"qkv": Option(3, 64), "o": Option(4, 32), "gate_up": Option(3, None), "down": Option(8, 128)}
+    allocation = {u.key: choice[u.name] if u.layer < 2 else Option(4, 64) for u in units}
+    calib = calibration_samples(tokenizer, calibration_texts("wikitext2-valid", data_dir), n_samples=4, seq_len=256)
+    stats = quantize_autoround(resolve_model_path(None), to_plan(units, allocation), calib, tmp_path / "q",
+                               GPTQConfig(rounding="opt-rtn"))
+    assert stats["base_bits"] == 4 and stats["size_bytes"] > 0
+    stored = load_dequantized(load_model(None)[0], tmp_path / "q")
+    mods, stored_mods = linear_modules(model), linear_modules(stored)
+    hessians = unit_hessians(model, units[:8], calib, progress=False)
+    for unit in units[:8]:  # layers 0-1: one unit at each of the four options
+        option = allocation[unit.key]
+        mirror = opt_rtn_weights(unit_weight(mods, unit), option.bits, option.group_size,
+                                 torch.diagonal(hessians[unit.key]))
+        step = (mirror - unit_weight(mods, unit)).abs().max()  # at most half a grid step, per unit
+        agree = ((unit_weight(stored_mods, unit) - mirror).abs() <= 0.01 * step).float().mean()
+        assert agree > 0.99, (unit.key, option.label, float(agree))  # fp16 scales and near-ties aside
+    quantized, _ = load_gptq(tmp_path / "q")
+    ids = tokenizer(wikitext2_test_text(data_dir), return_tensors="pt").input_ids[0][:256]
+    with torch.inference_mode():
+        nll = [torch.nn.functional.cross_entropy(m(input_ids=ids[None]).logits[0, :-1].float(), ids[1:]).item()
+               for m in (quantized, stored.to(quantized.dtype))]
+    assert abs(nll[0] - nll[1]) < 0.1  # GPTQModel's kernels compute the stored weights (bf16 aside)

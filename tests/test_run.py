@@ -23,7 +23,7 @@ def test_make_plan_policies():
 def test_run_writes_a_checkpoint_with_its_plan(gptqmodel, tiny5, data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["run", "--model", str(tiny5), "--data-dir", str(data_dir), "--avg-bits", "3.2", "--allocator",
-                 "layers", "--scorer", "zd",
+                 "layers", "--scorer", "zd", "--rounding", "gptq",
                  "--calib-samples", "8", "--calib-seq-len", "64", "--max-windows", "2", "--out", str(out)])
     assert code == 0
     assert {"config.json", "model.safetensors", "plan.json", "scores.json", "stats.json", "settings.json"} <= {
@@ -40,8 +40,9 @@ def test_run_writes_a_checkpoint_with_its_plan(gptqmodel, tiny5, data_dir, tmp_p
 
 
 def test_default_mixed_run_gives_each_fused_unit_its_option(gptqmodel, tiny5, data_dir, tmp_path, capsys):
-    """`--bits mixed` by default: per-unit options from the knapsack on Fisher costs, written as per-unit
-    `dynamic` rules; the checkpoint stays within the budget and loads with GPTQModel."""
+    """`--bits mixed` by default: per-unit options from the knapsack on Fisher costs of opt-RTN weights, written
+    by auto-round as per-module `dynamic` rules; the checkpoint stays within the budget and loads with GPTQModel."""
+    pytest.importorskip("auto_round")
     from compress.model import load_gptq
 
     out = tmp_path / "run"
@@ -53,6 +54,7 @@ def test_default_mixed_run_gives_each_fused_unit_its_option(gptqmodel, tiny5, da
     stats = json.loads((out / "stats.json").read_text())
     assert stats["effective_bits"] <= 4.2 and stats["allocation"]["bits_per_decoder_weight"] == pytest.approx(
         stats["effective_bits"])
+    assert stats["method"] == "opt-rtn" and stats["allocation"]["rounding"] == "opt-rtn"  # the default rounding
     costs = json.loads((out / "costs.json").read_text())
     assert len(costs) == 20 and all(row["3b-g32"] > row["8b-g32"] for row in costs.values())
     dynamic = json.loads((out / "config.json").read_text())["quantization_config"]["dynamic"]
@@ -61,6 +63,31 @@ def test_default_mixed_run_gives_each_fused_unit_its_option(gptqmodel, tiny5, da
     assert model is not None
     printed = capsys.readouterr().out
     assert "gate_up" in printed and "stored bits per decoder weight" in printed
+
+
+def test_gptq_rounding_writes_the_units_options_through_gptqmodel(gptqmodel, tiny5, data_dir, tmp_path):
+    """`--rounding gptq`: the same per-unit plan with costs from GPTQ's solver, the checkpoint written by
+    GPTQModel with one `dynamic` rule per unit that differs from the base; every module at its unit's width."""
+    from compress.model import load_gptq
+    from compress.quant.gptq_config import resolve_bits
+
+    out = tmp_path / "run"
+    code = main(["run", "--model", str(tiny5), "--data-dir", str(data_dir), "--avg-bits", "4.2", "--rounding",
+                 "gptq", "--calib-samples", "12", "--calib-seq-len", "32", "--max-windows", "1", "--out", str(out)])
+    assert code == 0
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["method"] == "gptq" and stats["allocation"]["rounding"] == "gptq"
+    assert stats["effective_bits"] <= 4.2
+    config = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert config["quant_method"] == "gptq" and config.get("provider") != "auto-round"
+    plan = json.loads((out / "plan.json").read_text())
+    chosen = {(row["index"], unit): label for row in plan["layers"] for unit, label in row["units"].items()}
+    module = {"qkv": "self_attn.k_proj", "o": "self_attn.o_proj", "gate_up": "mlp.up_proj", "down": "mlp.down_proj"}
+    for (layer, unit), label in chosen.items():  # every module at its unit's width, by `dynamic` or the base
+        name = f"model.layers.{layer}.{module[unit]}"
+        assert resolve_bits(config["dynamic"], name, config["bits"]) == int(label.split("b")[0]), (name, label)
+    model, _ = load_gptq(out)
+    assert model is not None
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -84,7 +111,8 @@ def test_bad_run_input_is_one_line(tiny5, data_dir, tmp_path, capsys, argv, mess
 def test_knapsack_on_measured_sensitivity_without_perplexity(gptqmodel, tiny5, data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["run", "--model", str(tiny5), "--data-dir", str(data_dir), "--avg-bits", "3.5", "--bit-choices",
-                 "2,3,4,8", "--allocator", "layers", "--scorer", "sensitivity", "--calib-samples", "8", "--calib-seq-len", "64",
+                 "2,3,4,8", "--allocator", "layers", "--scorer", "sensitivity", "--rounding", "gptq", "--calib-samples", "8",
+                 "--calib-seq-len", "64",
                  "--max-windows", "0", "--group-size", "32", "--out", str(out)])
     assert code == 0
     costs = json.loads((out / "costs.json").read_text())

@@ -15,7 +15,7 @@ from test_removal import IDS, bypassed_logits
 
 def _run(tiny5, data_dir, out, *argv):
     return main(["run", "--model", str(tiny5), "--data-dir", str(data_dir), "--calib-samples", "8",
-                 "--calib-seq-len", "64", "--out", str(out), *argv])
+                 "--calib-seq-len", "64", "--rounding", "gptq", "--out", str(out), *argv])  # GPTQModel's layer rules
 
 
 def test_skip_only_saves_an_ordinary_smaller_checkpoint(tiny5, data_dir, tmp_path, capsys):

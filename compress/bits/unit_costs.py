@@ -27,9 +27,24 @@ from compress.bits.options import unit_options
 from compress.model.units import Unit
 from compress.plan import Option
 from compress.model import named_linears
+from compress.quant.gptq import ROUNDINGS
 from compress.quant.gptq_solve import gptq_weights, output_error
+from compress.quant.opt_rtn import opt_rtn_weights
 
 Allocation = Mapping[str, Option]  # unit key ("3.qkv") -> option
+
+
+def round_unit(w: torch.Tensor, h: torch.Tensor, option: Option, rounding: str = "gptq",
+               damp: float = 0.05) -> torch.Tensor:
+    """A unit's stacked weight (out, in) rounded at `option` by `rounding`, dequantized float32: GPTQ's solver
+    on H, or opt-RTN's scale search weighted by diag(H) (= auto-round's imatrix, mean x² per column)."""
+    if rounding == "opt-rtn":
+        if not option.sym:
+            raise ValueError(f"opt-rtn rounds symmetric grids only, not {option.label}")
+        return opt_rtn_weights(w, option.bits, option.group_size, torch.diagonal(h))
+    if rounding != "gptq":
+        raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+    return gptq_weights(w, h, option.bits, option.group_size, option.sym, damp)
 
 
 def linear_modules(model) -> dict[str, torch.nn.Module]:
@@ -77,15 +92,16 @@ def unit_hessians(model, units: Sequence[Unit], calib: torch.Tensor, batch_size:
 
 
 def rounded_table(model, units: Sequence[Unit], hessians: Mapping[str, torch.Tensor], options: Sequence[Option],
-                  damp: float = 0.05, progress: bool = True) -> dict[str, dict[Option, torch.Tensor]]:
-    """{unit key: {option: GPTQ-rounded stacked weight, float16}} for every option the unit can take."""
+                  damp: float = 0.05, progress: bool = True, rounding: str = "gptq"
+                  ) -> dict[str, dict[Option, torch.Tensor]]:
+    """{unit key: {option: rounded stacked weight, float16}} for every option the unit can take."""
     table: dict[str, dict[Option, torch.Tensor]] = {}
     work = [(u, o) for u in units for o in unit_options(u, options)]
-    bar = tqdm(work, desc="GPTQ per unit x option", unit="solve", disable=not progress, leave=False)
+    bar = tqdm(work, desc=f"{rounding} per unit x option", unit="solve", disable=not progress, leave=False)
     mods = linear_modules(model)
     weights = {u.key: unit_weight(mods, u) for u in units}
     for unit, option in bar:
-        q = gptq_weights(weights[unit.key], hessians[unit.key], option.bits, option.group_size, option.sym, damp)
+        q = round_unit(weights[unit.key], hessians[unit.key], option, rounding, damp)
         table.setdefault(unit.key, {})[option] = q.half()
     return table
 
@@ -189,15 +205,15 @@ def proxy_costs(model, units: Sequence[Unit], table, hessians, grad, fisher) -> 
 
 
 def fisher_costs(model, units: Sequence[Unit], hessians, options: Sequence[Option], fisher, damp: float = 0.05,
-                 progress: bool = True) -> dict[str, dict[Option, float]]:
-    """{unit key: {option: ½ Σ F ⊙ (W − Q)²}} with Q from GPTQ's solver, each rounded weight dropped as soon
+                 progress: bool = True, rounding: str = "gptq") -> dict[str, dict[Option, float]]:
+    """{unit key: {option: ½ Σ F ⊙ (W − Q)²}} with Q from `rounding`, each rounded weight dropped as soon
     as its cost is known: memory of one unit, not of the whole table (rounded_table keeps them all)."""
     costs: dict[str, dict[Option, float]] = {}
     mods = linear_modules(model)
-    for unit in tqdm(units, desc="GPTQ per unit x option", unit="unit", disable=not progress, leave=False):
+    for unit in tqdm(units, desc=f"{rounding} per unit x option", unit="unit", disable=not progress, leave=False):
         w = unit_weight(mods, unit)
         for option in unit_options(unit, options):
-            q = gptq_weights(w, hessians[unit.key], option.bits, option.group_size, option.sym, damp)
+            q = round_unit(w, hessians[unit.key], option, rounding, damp)
             costs.setdefault(unit.key, {})[option] = 0.5 * float((fisher[unit.key] * (w - q).square()).sum())
     return costs
 

@@ -2,9 +2,10 @@
 Fisher costs measured at the quantized operating point (issue 15; measured best, eval/results/mixed_units).
 
 1. H_u on calibration rows (compress.bits.unit_costs); every unit rounded at the base option (uniform, the
-   width whose g64 form is nearest the budget: `gradient_point`) by GPTQ's solver.
+   width whose g64 form is nearest the budget: `gradient_point`) the way the checkpoint will be rounded
+   (`rounding`: GPTQ's solver on H_u, or opt-RTN weighted by diag(H_u); eval/results/mixed_units-optrtn).
 2. Gradients of the LM loss with the model at that base point: the Fisher diagonal F.
-3. Every unit x option rounded by the solver; cost(u, o) = ½ Σ F_u ⊙ (W_u − Q_uo)²; the knapsack
+3. Every unit x option rounded the same way; cost(u, o) = ½ Σ F_u ⊙ (W_u − Q_uo)²; the knapsack
    (compress.bits.knapsack) within the byte budget.
 4. Optionally re-linearise: gradients at the chosen allocation, re-solve, keep the plan with the lowest KL
    on held-out calibration rows.
@@ -68,10 +69,11 @@ def gradient_point(avg_bits: float, options) -> Option:
 
 
 def unit_plan(model, calib: torch.Tensor, avg_bits: float, options, rounds: int = 0, grad_rows: int = 16,
-              kl_rows: int = 4, progress: bool = True) -> UnitPlan:
+              kl_rows: int = 4, progress: bool = True, rounding: str = "gptq") -> UnitPlan:
     """The per-unit plan within `avg_bits` for `model` (float, on CPU); calib (samples, seq_len). rounds 0
     keeps one unit's rounded weights at a time; rounds > 0 keeps every unit x option (fp16: 2 bytes x decoder
-    weights x options) to re-take the gradients at each chosen plan."""
+    weights x options) to re-take the gradients at each chosen plan. rounding: how the checkpoint will be
+    rounded (gptq | opt-rtn), so the costs are those of the weights it will hold."""
     units = model_units(model)
     check_budget(units, options, avg_bits)
     kl_rows = min(kl_rows, calib.shape[0] // 4)
@@ -81,7 +83,7 @@ def unit_plan(model, calib: torch.Tensor, avg_bits: float, options, rounds: int 
     base = gradient_point(avg_bits, options)
     labels = {u.key: unit_options(u, options) for u in units}
     allocation = {u.key: base if base in labels[u.key] else labels[u.key][0] for u in units}
-    table = rounded_table(model, units, hessians, options, progress=progress) if rounds else None
+    table = rounded_table(model, units, hessians, options, progress=progress, rounding=rounding) if rounds else None
     sizes = [[unit_bytes(u, o) for o in labels[u.key]] for u in units]
     held_out = calib[:kl_rows]
     reference = log_probs(model, held_out) if rounds else None
@@ -92,11 +94,11 @@ def unit_plan(model, calib: torch.Tensor, avg_bits: float, options, rounds: int 
     def costs_at(current, r):
         t0 = time.perf_counter()
         at = table or rounded_table(model, units, hessians, list(dict.fromkeys(current.values())),
-                                    progress=progress)
+                                    progress=progress, rounding=rounding)
         with allocation_applied(model, units, at, current):
             grad, fisher = gradients(model, calib[kl_rows:kl_rows + grad_rows], units, progress=progress)
         if table is None:
-            costs = fisher_costs(model, units, hessians, options, fisher, progress=progress)
+            costs = fisher_costs(model, units, hessians, options, fisher, progress=progress, rounding=rounding)
         else:
             costs = proxy_costs(model, units, table, hessians, grad, fisher)["fisher"]
         timing[f"round{r}_s"] = round(time.perf_counter() - t0, 1)
@@ -113,8 +115,8 @@ def unit_plan(model, calib: torch.Tensor, avg_bits: float, options, rounds: int 
 
     allocation, costs, trace = relinearise(allocation, rounds, costs_at, choose, kl if rounds else None)
     total = sum(unit_bytes(u, allocation[u.key]) for u in units)
-    stats = {"allocator": "units", "gradient_point": base.label, "rounds": rounds, "kl_trace": trace,
-             "decoder_bytes": total, "bits_per_decoder_weight": 8 * total / sum(u.params for u in units),
+    stats = {"allocator": "units", "rounding": rounding, "gradient_point": base.label, "rounds": rounds,
+             "kl_trace": trace, "decoder_bytes": total, "bits_per_decoder_weight": 8 * total / sum(u.params for u in units),
              "seconds": timing}
     return UnitPlan(to_plan(units, allocation), {k: {o.label: v for o, v in row.items()} for k, row in costs.items()},
                     stats)

@@ -10,9 +10,14 @@ from compress.plan import Plan
 
 
 def run_preflight(model: str | None, config, out: Path | None) -> None:
-    """Print what `compress run` needs; refuse when RAM or disk clearly cannot hold it (naming what fits)."""
+    """Print what `compress run` needs; refuse when RAM or disk clearly cannot hold it (naming what fits), or
+    when its rounder is not installed."""
     from compress.model.preflight import check_needs, run_needs
+    from compress.quant.autoround import require_autoround
     from compress.quant.storage import SCALE_BITS
+
+    if out is not None and config.bits.quantizes and config.gptq.rounding == "opt-rtn":
+        require_autoround()
 
     bits = config.bits.avg_bits if config.bits.bits == "mixed" else float(config.bits.bits)
     if bits < 16 and not config.bits.per_unit:  # stored bits: codes plus an fp16 scale and a zero per group

@@ -204,7 +204,7 @@ def _unit_decision(fp_model, config: RunConfig, skip_plan: Plan, choice, calib, 
 
     bits = config.bits
     result = unit_plan(fp_model, calib[:config.unit_rows], bits.avg_bits, bits.option_list, rounds=bits.rounds,
-                       progress=progress)
+                       progress=progress, rounding=config.gptq.rounding)
     return _Decision(skip_plan.with_kept(result.plan), None, choice.scores if choice else None, result.costs,
                      choice.trace if choice else [], result.stats)
 
@@ -269,14 +269,14 @@ def _gptq_source(model: str | None, fp_model, tokenizer, plan: Plan, tmp: Path) 
 
 
 def _quantize(source: Path, plan: Plan, calib, tmp: Path, config: GPTQConfig, reload: bool):
-    """GPTQ of the float model in `source` per the kept rows of `plan`, into `tmp`: (stats, the reloaded
-    quantized model if `reload` else None). A `source` inside `tmp` (layers removed) is deleted after."""
+    """The checkpoint of the float model in `source` per the kept rows of `plan` into `tmp`: (stats, the reloaded
+    model if `reload`). A `source` inside `tmp` (layers removed) is deleted after."""
     import shutil
 
     from compress.model import load_gptq
-    from compress.quant.gptq import quantize_gptq
+    from compress.quant.checkpoint import write_checkpoint
 
-    stats = quantize_gptq(str(source), plan.reduced(), calib, tmp, config)
+    stats = write_checkpoint(str(source), plan.reduced(), calib, tmp, config)
     if source.parent == tmp:
         shutil.rmtree(source)
     gc.collect()  # GPTQModel's own copy of the float model goes before the quantized one is loaded

@@ -23,6 +23,8 @@ from compress.quant.storage import GROUP_SIZES, checkpoint_group_size, require_f
 if TYPE_CHECKING:
     import torch
 
+ROUNDINGS = ("gptq", "opt-rtn")  # compress.bits.unit_costs rounds the allocator's table the same two ways
+
 
 @dataclass(frozen=True)
 class GPTQConfig:
@@ -34,6 +36,9 @@ class GPTQConfig:
     desc_act: bool = setting(False, "act-order; off keeps the checkpoint servable by every GPTQ kernel")
     damp_percent: float = setting(0.05, "Hessian dampening, fraction of the mean diagonal (GPTQModel's default)")
     batch_size: int = setting(4, "calibration samples per forward", flag=None, minimum=1)
+    rounding: str = setting("opt-rtn", "how weights are rounded onto the grid: opt-rtn (auto-round's optimised "
+                            "round-to-nearest, iters=0; measured best: uniform 3b-g64 on SmolLM2 ppl 50.9 vs 75.2) "
+                            "or gptq (GPTQModel's solver); both write the same GPTQ format", choices=ROUNDINGS)
 
     def __post_init__(self) -> None:
         check_settings(self)
