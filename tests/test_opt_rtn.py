@@ -75,3 +75,21 @@ def test_layer_config_gives_every_shard_its_units_option(tiny_llama):
     assert cfg["model.layers.0.mlp.up_proj"] == {"bits": 4, "group_size": 32, "sym": True}
     assert cfg["model.layers.1.mlp.down_proj"] == {"bits": 16}
     assert len(cfg) == sum(len(u.modules) for u in units)
+
+
+def test_the_export_is_moved_up_and_a_float_source_beside_it_is_left_alone(tmp_path):
+    """`compress run --skip ... --rounding opt-rtn`: the reduced float model sits in the output folder while
+    auto-round exports; only the export's files become the checkpoint."""
+    from compress.quant.autoround import move_export
+
+    out = tmp_path / "run"
+    (out / "removed-layers-fp").mkdir(parents=True)
+    (out / "removed-layers-fp" / "config.json").write_text("float")
+    inner = out / ".autoround-export" / "model-w4g128"
+    inner.mkdir(parents=True)
+    (inner / "config.json").write_text("quantized")
+    (inner / "model.safetensors").write_text("codes")
+    move_export(out / ".autoround-export", out)
+    assert (out / "config.json").read_text() == "quantized" and (out / "model.safetensors").exists()
+    assert (out / "removed-layers-fp" / "config.json").read_text() == "float"
+    assert not (out / ".autoround-export").exists()

@@ -67,24 +67,25 @@ def quantize_autoround(model_path: str, plan: Plan, calib: "torch.Tensor", out: 
                         dataset=[row.unsqueeze(0) for row in calib], nsamples=calib.shape[0],
                         seqlen=calib.shape[1], device_map="cpu", enable_torch_compile=False,
                         low_cpu_mem_usage=False)
-    rounder.quantize_and_save(str(out), format="auto_gptq")
+    staging = Path(out) / ".autoround-export"  # its own folder: `out` may hold the float source (layers removed)
+    rounder.quantize_and_save(str(staging), format="auto_gptq")
     del rounder, model
-    _flatten(Path(out))
+    move_export(staging, Path(out))
     base = resolved.base
-    return {"method": "opt-rtn", "rounder": "auto-round iters=0", "base_bits": base.bits, "group_size": base.group_size or -1,
-            "sym": base.sym, "seconds": round(time.perf_counter() - started, 2),
+    return {"method": "opt-rtn", "rounder": "auto-round iters=0", "base_bits": base.bits,
+            "group_size": base.group_size or -1, "sym": base.sym, "seconds": round(time.perf_counter() - started, 2),
             "effective_bits": resolved.effective_bits,
             "size_bytes": sum(f.stat().st_size for f in Path(out).glob("*.safetensors"))}
 
 
-def _flatten(out: Path) -> None:
-    """auto-round saves into a subfolder named after the model when `out` is not empty of it: move the files
-    up so `out` itself is the checkpoint."""
-    if (out / "config.json").exists():
-        return
-    inner = next((p.parent for p in out.rglob("config.json")), None)
+def move_export(staging: Path, out: Path) -> None:
+    """auto-round writes into a subfolder of `staging` named after the model: move the checkpoint's files
+    (the folder holding config.json) into `out` and drop `staging`."""
+    import shutil
+
+    inner = next((p.parent for p in staging.rglob("config.json")), None)
     if inner is None:
-        raise CompressError(f"auto-round wrote no config.json under {out}")
+        raise CompressError(f"auto-round wrote no config.json under {staging}")
     for f in inner.iterdir():
         f.rename(out / f.name)
-    inner.rmdir()
+    shutil.rmtree(staging)
