@@ -30,6 +30,7 @@ from compress.model import load_model, named_linears  # noqa: E402
 from compress.model.units import model_units, unit_name  # noqa: E402
 from compress.plan import Option  # noqa: E402
 from compress.provenance import versions  # noqa: E402
+from compress.quant.autoround import layer_config  # noqa: E402
 
 BUDGETS = [3.25, 3.5, 4.0, 4.5]  # with 3/4/8-bit options nothing reaches 3.0 (3-bit per channel is 3.07)
 GROUPS = (32, 64, 128, -1)
@@ -60,16 +61,6 @@ def unit_allocation(layer_config: dict) -> dict[str, str]:
     return out
 
 
-def layer_config(model, allocation: dict[str, str]) -> dict:
-    """compress's {unit key: option label} -> auto-round's {module name: {bits, group_size, sym}} (every shard
-    of a fused unit gets the unit's option; per channel is group_size -1)."""
-    out = {}
-    for unit in model_units(model):
-        o = Option.parse(allocation[unit.key])
-        out.update({m: {"bits": o.bits, "group_size": o.group_size or -1, "sym": o.sym} for m in unit.modules})
-    return out
-
-
 def rounding_jobs(args, lane: dict) -> list[tuple[str, object]]:
     """(row name, layer_config or a {unit: option} allocation) for each --quantize budget (AutoScheme's saved
     allocation) and each --frontier entry of results.json (compress's own allocations, uniform options)."""
@@ -91,7 +82,7 @@ def autoround_rounding(args, lane: dict, path: Path) -> None:
         if not (args.reuse and list(out.rglob("config.json"))):
             model, tokenizer = load_model(args.model)
             if isinstance(next(iter(cfg.values())), str):  # a compress allocation: {unit key: option label}
-                cfg = layer_config(model, cfg)
+                cfg = layer_config({u: Option.parse(cfg[u.key]) for u in model_units(model)})
             started = time.perf_counter()
             rounder = AutoRound(model, tokenizer, scheme="W4A16", layer_config=cfg, iters=args.iters,
                                 nsamples=args.nsamples, seqlen=args.seqlen, dataset=calibration_file(work),
