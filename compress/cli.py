@@ -135,6 +135,10 @@ def cmd_run(args: argparse.Namespace, config) -> int:
         print(f"stored bits per decoder weight {stats['effective_bits']:.3f} (codes, scales, zeros), checkpoint "
               f"{stats['size_bytes'] / 2**20:.1f} MiB, {rounder} {stats['seconds']:.0f} s"
               + (f", allocation {sum(stats['allocation']['seconds'].values()):.0f} s" if "allocation" in stats else ""))
+        if stats.get("rounding_choice", {}).get("kl"):
+            kl = stats["rounding_choice"]["kl"]
+            print(f"rounding auto -> {stats['method']}: KL on held-out calibration rows "
+                  + ", ".join(f"{r} {v:.4f}" for r, v in kl.items()))
     else:
         print(f"unquantized ({stats['dtype']}), size {stats['size_bytes'] / 2**20:.1f} MiB")
     if "ppl_after" in stats:

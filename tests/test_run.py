@@ -40,8 +40,9 @@ def test_run_writes_a_checkpoint_with_its_plan(gptqmodel, tiny5, data_dir, tmp_p
 
 
 def test_default_mixed_run_gives_each_fused_unit_its_option(gptqmodel, tiny5, data_dir, tmp_path, capsys):
-    """`--bits mixed` by default: per-unit options from the knapsack on Fisher costs of opt-RTN weights, written
-    by auto-round as per-module `dynamic` rules; the checkpoint stays within the budget and loads with GPTQModel."""
+    """`--bits mixed` by default: the rounding chosen by measured KL (auto), per-unit options from the knapsack on
+    Fisher costs of that rounding's weights, written as per-module `dynamic` rules; the checkpoint stays within
+    the budget and loads with GPTQModel."""
     pytest.importorskip("auto_round")
     from compress.model import load_gptq
 
@@ -54,7 +55,9 @@ def test_default_mixed_run_gives_each_fused_unit_its_option(gptqmodel, tiny5, da
     stats = json.loads((out / "stats.json").read_text())
     assert stats["effective_bits"] <= 4.2 and stats["allocation"]["bits_per_decoder_weight"] == pytest.approx(
         stats["effective_bits"])
-    assert stats["method"] == "opt-rtn" and stats["allocation"]["rounding"] == "opt-rtn"  # the default rounding
+    choice = stats["rounding_choice"]  # --rounding auto: both roundings measured, the lower KL kept and used
+    assert set(choice["kl"]) == {"gptq", "opt-rtn"} and choice["rounding"] == min(choice["kl"], key=choice["kl"].get)
+    assert stats["method"] == stats["allocation"]["rounding"] == choice["rounding"]
     costs = json.loads((out / "costs.json").read_text())
     assert len(costs) == 20 and all(row["3b-g32"] > row["8b-g32"] for row in costs.values())
     dynamic = json.loads((out / "config.json").read_text())["quantization_config"]["dynamic"]
@@ -62,7 +65,23 @@ def test_default_mixed_run_gives_each_fused_unit_its_option(gptqmodel, tiny5, da
     model, _ = load_gptq(out)
     assert model is not None
     printed = capsys.readouterr().out
-    assert "gate_up" in printed and "stored bits per decoder weight" in printed
+    assert "gate_up" in printed and "stored bits per decoder weight" in printed and "rounding auto -> " in printed
+
+
+def test_auto_rounding_of_a_uniform_run_is_measured_at_its_width(gptqmodel, tiny5, data_dir, tmp_path, capsys):
+    """`--bits 4` with the default `--rounding auto`: no allocator ran, so the runner measures both roundings at
+    4 bits and the checkpoint's group size, records both KLs, and writes the checkpoint with the lower one."""
+    pytest.importorskip("auto_round")
+    out = tmp_path / "run"
+    code = main(["run", "--model", str(tiny5), "--data-dir", str(data_dir), "--bits", "4", "--calib-samples", "8",
+                 "--calib-seq-len", "32", "--max-windows", "0", "--out", str(out)])
+    assert code == 0
+    stats = json.loads((out / "stats.json").read_text())
+    choice = stats["rounding_choice"]
+    assert choice["option"].startswith("4b-g") and set(choice["kl"]) == {"gptq", "opt-rtn"}
+    assert stats["method"] == choice["rounding"] == min(choice["kl"], key=choice["kl"].get)
+    assert json.loads((out / "settings.json").read_text())["config"]["gptq"]["rounding"] == "auto"
+    assert f"rounding auto -> {choice['rounding']}" in capsys.readouterr().out
 
 
 def test_gptq_rounding_writes_the_units_options_through_gptqmodel(gptqmodel, tiny5, data_dir, tmp_path):

@@ -202,3 +202,33 @@ def test_default_options_leave_out_what_was_measured_to_fail():
     assert "4b-ch" not in labels and not any(o.bits == 2 for o in default_options())
     assert {"3b-ch", "8b-ch", "4b-g32", "4b-g64", "4b-g128", "3b-g64"} <= labels
     assert BitsConfig().option_list == default_options()
+
+
+def test_choose_rounding_keeps_the_rounding_with_the_lower_measured_kl():
+    """`--rounding auto`: both roundings of the whole tiny Llama at one option are measured against the float
+    model on held-out rows; the lower KL wins, each KL is that rounding's own (re-measured here), the float model
+    is left as it was, and asymmetric grids go to GPTQ without measuring (opt-RTN rounds symmetric grids only)."""
+    from compress.bits.rounding import choose_rounding, unit_option
+    from compress.bits.unit_costs import (allocation_applied, kl_to, linear_modules, log_probs, round_unit,
+                                          unit_hessians, unit_weight)
+    from compress.model.units import model_units
+    from conftest import tiny_model
+
+    model = tiny_model("llama", hidden_size=64, intermediate_size=96)  # 96: g64 does not divide down's width
+    units = model_units(model)
+    calib = torch.randint(0, 256, (10, 32), generator=torch.Generator().manual_seed(1))
+    rows, hessians = calib[:2], unit_hessians(model, units, calib[2:], progress=False)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    option = Option(2, 64)
+    chosen, kls = choose_rounding(model, units, hessians, option, rows, log_probs(model, rows))
+    assert set(kls) == {"gptq", "opt-rtn"} and chosen == min(kls, key=kls.get) and kls[chosen] < kls[
+        "gptq" if chosen == "opt-rtn" else "opt-rtn"]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    down = next(u for u in units if u.name == "down")
+    assert unit_option(down, option) == Option(2, None) and unit_option(units[0], option) == option
+    mods, reference = linear_modules(model), log_probs(model, rows)
+    table = {u.key: {unit_option(u, option): round_unit(unit_weight(mods, u), hessians[u.key], unit_option(u, option),
+                                                        "opt-rtn").half()} for u in units}
+    with allocation_applied(model, units, table, {u.key: unit_option(u, option) for u in units}):
+        assert kl_to(model, rows, reference) == pytest.approx(kls["opt-rtn"], abs=1e-5)
+    assert choose_rounding(model, units, hessians, Option(3, 32, False), rows, reference) == ("gptq", {})

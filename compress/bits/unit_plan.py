@@ -20,6 +20,7 @@ import torch
 
 from compress.bits import knapsack
 from compress.bits.options import unit_options
+from compress.bits.rounding import choose_rounding
 from compress.bits.unit_costs import (allocation_applied, fisher_costs, gradients, kl_to, log_probs, proxy_costs,
                                       rounded_table, unit_hessians)
 from compress.errors import CompressError
@@ -73,7 +74,8 @@ def unit_plan(model, calib: torch.Tensor, avg_bits: float, options, rounds: int 
     """The per-unit plan within `avg_bits` for `model` (float, on CPU); calib (samples, seq_len). rounds 0
     keeps one unit's rounded weights at a time; rounds > 0 keeps every unit x option (fp16: 2 bytes x decoder
     weights x options) to re-take the gradients at each chosen plan. rounding: how the checkpoint will be
-    rounded (gptq | opt-rtn), so the costs are those of the weights it will hold."""
+    rounded (gptq | opt-rtn | auto: chosen by `choose_rounding` at the gradient point), so the costs are those
+    of the weights it will hold; stats["rounding"] says which."""
     units = model_units(model)
     check_budget(units, options, avg_bits)
     kl_rows = min(kl_rows, calib.shape[0] // 4)
@@ -81,12 +83,17 @@ def unit_plan(model, calib: torch.Tensor, avg_bits: float, options, rounds: int 
     hessians = unit_hessians(model, units, calib[kl_rows:], progress=progress)
     timing["hessians_s"] = round(time.perf_counter() - started, 1)
     base = gradient_point(avg_bits, options)
+    held_out = calib[:kl_rows]
+    reference = log_probs(model, held_out) if rounds or rounding == "auto" else None
+    rounding_kl = {}
+    if rounding == "auto":  # opt-RTN rounds symmetric grids only
+        rounding, rounding_kl = (choose_rounding(model, units, hessians, base, held_out, reference)
+                                 if all(o.sym for o in options) else ("gptq", {}))
+        timing["rounding_choice_s"] = round(time.perf_counter() - started - timing["hessians_s"], 1)
     labels = {u.key: unit_options(u, options) for u in units}
     allocation = {u.key: base if base in labels[u.key] else labels[u.key][0] for u in units}
     table = rounded_table(model, units, hessians, options, progress=progress, rounding=rounding) if rounds else None
     sizes = [[unit_bytes(u, o) for o in labels[u.key]] for u in units]
-    held_out = calib[:kl_rows]
-    reference = log_probs(model, held_out) if rounds else None
     budget = budget_bytes(units, avg_bits)
     # 256-byte steps, finer for tiny models so rounding each size up cannot eat the budget
     resolution = max(1, min(256, min(min(row) for row in sizes) // 16))
@@ -115,7 +122,7 @@ def unit_plan(model, calib: torch.Tensor, avg_bits: float, options, rounds: int 
 
     allocation, costs, trace = relinearise(allocation, rounds, costs_at, choose, kl if rounds else None)
     total = sum(unit_bytes(u, allocation[u.key]) for u in units)
-    stats = {"allocator": "units", "rounding": rounding, "gradient_point": base.label, "rounds": rounds,
+    stats = {"allocator": "units", "rounding": rounding, "rounding_kl": rounding_kl, "gradient_point": base.label, "rounds": rounds,
              "kl_trace": trace, "decoder_bytes": total, "bits_per_decoder_weight": 8 * total / sum(u.params for u in units),
              "seconds": timing}
     return UnitPlan(to_plan(units, allocation), {k: {o.label: v for o, v in row.items()} for k, row in costs.items()},

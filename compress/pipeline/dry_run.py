@@ -16,7 +16,8 @@ def run_preflight(model: str | None, config, out: Path | None) -> None:
     from compress.quant.autoround import require_autoround
     from compress.quant.storage import SCALE_BITS
 
-    if out is not None and config.bits.quantizes and config.gptq.rounding == "opt-rtn":
+    if out is not None and config.bits.quantizes and (config.gptq.rounding == "opt-rtn" or
+                                                        config.gptq.rounding == "auto" and config.gptq.sym):
         require_autoround()
 
     bits = config.bits.avg_bits if config.bits.bits == "mixed" else float(config.bits.bits)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import gc
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from compress.bits.planner import ORDER_COLUMNS, BitsConfig, make_plan
@@ -109,13 +109,14 @@ def run(model: str | None, config: RunConfig = RunConfig(), out: str | Path = "r
     if config.dry_run:
         return _dry_run(fp_model, config, decided, out, n_layers)
     quantize = decided.plan.reduced().bits != (16,) * len(decided.plan.kept)
+    gptq, rounding_choice = _rounding_resolved(fp_model, config, decided, calib) if quantize else (config.gptq, None)
 
     with staged_folder(out) as tmp:
         if quantize:
             source = _gptq_source(model, fp_model, tokenizer, decided.plan, tmp)
             fp_model = None  # the only reference: GPTQModel loads its own copy, so one model is in memory
             gc.collect()
-            stats, final = _quantize(source, decided.plan, calib, tmp, config.gptq, measure)
+            stats, final = _quantize(source, decided.plan, calib, tmp, gptq, measure)
         else:
             stats, final = _save_unquantized(fp_model, tokenizer, tmp), fp_model
         if measure:
@@ -126,6 +127,8 @@ def run(model: str | None, config: RunConfig = RunConfig(), out: str | Path = "r
             stats["greedy_trace"] = decided.trace
         if decided.allocation:
             stats["allocation"] = decided.allocation
+        if rounding_choice:
+            stats["rounding_choice"] = rounding_choice
         _write_records(tmp, model, config, decided, stats, quantize)
     return RunResult(out, decided.plan, stats, decided.scores, decided.skip_scores, decided.costs)
 
@@ -207,6 +210,34 @@ def _unit_decision(fp_model, config: RunConfig, skip_plan: Plan, choice, calib, 
                        progress=progress, rounding=config.gptq.rounding)
     return _Decision(skip_plan.with_kept(result.plan), None, choice.scores if choice else None, result.costs,
                      choice.trace if choice else [], result.stats)
+
+
+def _rounding_resolved(fp_model, config: RunConfig, decided: _Decision, calib) -> tuple[GPTQConfig, dict | None]:
+    """(config.gptq with `auto` replaced by the rounding chosen on the model, {"rounding", "kl"} of that choice):
+    the per-unit allocator's choice, else compress.bits.rounding.choose_rounding at the plan's most common width
+    and the checkpoint's group size (KL on the first 4 calibration rows, Hessians on the rest)."""
+    if config.gptq.rounding != "auto":
+        return config.gptq, None
+    info = decided.allocation or {}
+    if "rounding" in info:
+        choice = {"rounding": info["rounding"], "kl": info.get("rounding_kl", {})}
+    else:
+        from collections import Counter
+
+        from compress.bits.rounding import choose_rounding
+        from compress.bits.unit_costs import log_probs, unit_hessians
+        from compress.model.units import model_units
+        from compress.plan import Option
+        from compress.quant.gptq import resolve_group_size
+
+        widths = Counter(b for b in decided.plan.reduced().bits if b < 16)
+        option = Option(widths.most_common(1)[0][0], resolve_group_size(fp_model, config.gptq), config.gptq.sym)
+        held = max(1, min(4, calib.shape[0] // 4))  # as unit_plan holds out its KL rows
+        units, rows = model_units(fp_model), calib[:held]
+        hessians = unit_hessians(fp_model, units, calib[held:], progress=False)
+        rounding, kl = choose_rounding(fp_model, units, hessians, option, rows, log_probs(fp_model, rows))
+        choice = {"rounding": rounding, "kl": kl, "option": option.label}
+    return replace(config.gptq, rounding=choice["rounding"]), choice
 
 
 def _write_records(tmp: Path, model: str | None, config: RunConfig, decided: _Decision, stats: dict,

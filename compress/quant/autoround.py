@@ -28,11 +28,11 @@ AUTOROUND_INSTALL = 'pip install "auto-round==0.16.1"'
 
 
 def require_autoround() -> None:
-    """One line, before any work, when `--rounding opt-rtn` cannot run here."""
+    """One line, before any work, when `--rounding opt-rtn` (or auto, which may choose it) cannot run here."""
     import importlib.util
 
     if importlib.util.find_spec("auto_round") is None:
-        raise CompressError(f"rounding opt-rtn (--rounding) needs auto-round: run `{AUTOROUND_INSTALL}`, or pass "
+        raise CompressError(f"rounding opt-rtn / auto (--rounding) needs auto-round: run `{AUTOROUND_INSTALL}`, or pass "
                             "--rounding gptq")
 
 

@@ -17,6 +17,8 @@ def write_checkpoint(model_path: str, plan: Plan, calib: "torch.Tensor", out: Pa
                      settings: GPTQConfig = GPTQConfig()) -> dict:
     """Quantize the float model at `model_path` per `plan` into `out`; calib (samples, seq_len) token ids.
     Returns the rounder's stats (method, effective_bits, size_bytes, seconds, ...)."""
+    if settings.rounding not in ("gptq", "opt-rtn"):  # "auto" is resolved by the caller, on the model
+        raise ValueError(f"write_checkpoint needs rounding gptq or opt-rtn, got {settings.rounding!r}")
     if settings.rounding == "opt-rtn":
         from compress.quant.autoround import quantize_autoround
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import torch
 
 ROUNDINGS = ("gptq", "opt-rtn")  # compress.bits.unit_costs rounds the allocator's table the same two ways
+ROUNDING_SETTINGS = ROUNDINGS + ("auto",)  # auto: the one measured closer to float (compress.bits.rounding)
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,10 @@ class GPTQConfig:
     desc_act: bool = setting(False, "act-order; off keeps the checkpoint servable by every GPTQ kernel")
     damp_percent: float = setting(0.05, "Hessian dampening, fraction of the mean diagonal (GPTQModel's default)")
     batch_size: int = setting(4, "calibration samples per forward", flag=None, minimum=1)
-    rounding: str = setting("opt-rtn", "how weights are rounded onto the grid: opt-rtn (auto-round's optimised "
-                            "round-to-nearest, iters=0; measured best: uniform 3b-g64 on SmolLM2 ppl 50.9 vs 75.2) "
-                            "or gptq (GPTQModel's solver); both write the same GPTQ format", choices=ROUNDINGS)
+    rounding: str = setting("auto", "how weights are rounded onto the grid: opt-rtn (auto-round's optimised "
+                            "round-to-nearest, iters=0), gptq (GPTQModel's solver), or auto: the one whose uniform "
+                            "model has the lower KL on held-out calibration rows (opt-rtn on SmolLM2, gptq on "
+                            "Gemma-3); all write the same GPTQ format", choices=ROUNDING_SETTINGS)
 
     def __post_init__(self) -> None:
         check_settings(self)
