@@ -11,14 +11,16 @@ the lower. Costs two roundings of the model and two forwards over the rows.
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import replace
 from typing import Mapping, Sequence
 
 import torch
 
 from compress.bits.unit_costs import allocation_applied, kl_to, linear_modules, round_unit, unit_weight
 from compress.model.units import Unit
-from compress.plan import Option
-from compress.quant.gptq import ROUNDINGS
+from compress.plan import Option, Plan
+from compress.quant.gptq import ROUNDINGS, GPTQConfig
 from compress.quant.storage import fits
 
 
@@ -43,3 +45,28 @@ def choose_rounding(model, units: Sequence[Unit], hessians: Mapping[str, torch.T
         with allocation_applied(model, units, table, {u.key: unit_option(u, option) for u in units}):
             kls[rounding] = round(kl_to(model, rows, reference), 5)
     return min(kls, key=kls.get), kls
+
+
+def resolve_rounding(model, settings: GPTQConfig, plan: Plan, allocation: dict | None, calib: torch.Tensor
+                     ) -> tuple[GPTQConfig, dict | None]:
+    """(settings with `auto` replaced by the rounding chosen on the model, {"rounding", "kl"} of that choice, or
+    None when nothing was chosen): the per-unit allocator's choice (unit_plan's stats in `allocation`), else
+    choose_rounding at the plan's most common width and the checkpoint's group size, KL on the first 4
+    calibration rows, Hessians on the rest. calib (samples, seq_len) token ids."""
+    if settings.rounding != "auto":
+        return settings, None
+    if allocation and "rounding" in allocation:
+        choice = {"rounding": allocation["rounding"], "kl": allocation.get("rounding_kl", {})}
+    else:
+        from compress.bits.unit_costs import log_probs, unit_hessians
+        from compress.model.units import model_units
+        from compress.quant.gptq import resolve_group_size
+
+        widths = Counter(b for b in plan.reduced().bits if b < 16)
+        option = Option(widths.most_common(1)[0][0], resolve_group_size(model, settings), settings.sym)
+        held = max(1, min(4, calib.shape[0] // 4))  # as unit_plan holds out its KL rows
+        units, rows = model_units(model), calib[:held]
+        hessians = unit_hessians(model, units, calib[held:], progress=False)
+        rounding, kl = choose_rounding(model, units, hessians, option, rows, log_probs(model, rows))
+        choice = {"rounding": rounding, "kl": kl, "option": option.label}
+    return replace(settings, rounding=choice["rounding"]), choice

@@ -13,8 +13,7 @@ and renamed at the end.
 from __future__ import annotations
 
 import gc
-import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from compress.bits.planner import ORDER_COLUMNS, BitsConfig, make_plan
@@ -78,6 +77,7 @@ def run(model: str | None, config: RunConfig = RunConfig(), out: str | Path = "r
     from compress.model import check_model_spec, layer_count, load_model
     from compress.outputs import check_writable, claim_output, staged_folder
     from compress.pipeline.dry_run import run_preflight
+    from compress.pipeline.records import write_records
 
     check_model_spec(model)
     out = Path(out)
@@ -109,7 +109,12 @@ def run(model: str | None, config: RunConfig = RunConfig(), out: str | Path = "r
     if config.dry_run:
         return _dry_run(fp_model, config, decided, out, n_layers)
     quantize = decided.plan.reduced().bits != (16,) * len(decided.plan.kept)
-    gptq, rounding_choice = _rounding_resolved(fp_model, config, decided, calib) if quantize else (config.gptq, None)
+    if quantize:
+        from compress.bits.rounding import resolve_rounding
+
+        gptq, rounding_choice = resolve_rounding(fp_model, config.gptq, decided.plan, decided.allocation, calib)
+    else:
+        gptq, rounding_choice = config.gptq, None
 
     with staged_folder(out) as tmp:
         if quantize:
@@ -129,7 +134,7 @@ def run(model: str | None, config: RunConfig = RunConfig(), out: str | Path = "r
             stats["allocation"] = decided.allocation
         if rounding_choice:
             stats["rounding_choice"] = rounding_choice
-        _write_records(tmp, model, config, decided, stats, quantize)
+        write_records(tmp, model, config, decided, stats, quantize)
     return RunResult(out, decided.plan, stats, decided.scores, decided.skip_scores, decided.costs)
 
 
@@ -210,54 +215,6 @@ def _unit_decision(fp_model, config: RunConfig, skip_plan: Plan, choice, calib, 
                        progress=progress, rounding=config.gptq.rounding)
     return _Decision(skip_plan.with_kept(result.plan), None, choice.scores if choice else None, result.costs,
                      choice.trace if choice else [], result.stats)
-
-
-def _rounding_resolved(fp_model, config: RunConfig, decided: _Decision, calib) -> tuple[GPTQConfig, dict | None]:
-    """(config.gptq with `auto` replaced by the rounding chosen on the model, {"rounding", "kl"} of that choice):
-    the per-unit allocator's choice, else compress.bits.rounding.choose_rounding at the plan's most common width
-    and the checkpoint's group size (KL on the first 4 calibration rows, Hessians on the rest)."""
-    if config.gptq.rounding != "auto":
-        return config.gptq, None
-    info = decided.allocation or {}
-    if "rounding" in info:
-        choice = {"rounding": info["rounding"], "kl": info.get("rounding_kl", {})}
-    else:
-        from collections import Counter
-
-        from compress.bits.rounding import choose_rounding
-        from compress.bits.unit_costs import log_probs, unit_hessians
-        from compress.model.units import model_units
-        from compress.plan import Option
-        from compress.quant.gptq import resolve_group_size
-
-        widths = Counter(b for b in decided.plan.reduced().bits if b < 16)
-        option = Option(widths.most_common(1)[0][0], resolve_group_size(fp_model, config.gptq), config.gptq.sym)
-        held = max(1, min(4, calib.shape[0] // 4))  # as unit_plan holds out its KL rows
-        units, rows = model_units(fp_model), calib[:held]
-        hessians = unit_hessians(fp_model, units, calib[held:], progress=False)
-        rounding, kl = choose_rounding(fp_model, units, hessians, option, rows, log_probs(fp_model, rows))
-        choice = {"rounding": rounding, "kl": kl, "option": option.label}
-    return replace(config.gptq, rounding=choice["rounding"]), choice
-
-
-def _write_records(tmp: Path, model: str | None, config: RunConfig, decided: _Decision, stats: dict,
-                   quantize: bool) -> None:
-    """plan.json, scores.json, skip_scores.json, costs.json, stats.json and settings.json beside the weights."""
-    from compress.provenance import versions
-
-    if decided.scores is not None:
-        (tmp / "scores.json").write_text(decided.scores.to_json())
-    if decided.skip_scores is not None:
-        (tmp / "skip_scores.json").write_text(decided.skip_scores.to_json())
-    if isinstance(decided.costs, dict):
-        (tmp / "costs.json").write_text(json.dumps(decided.costs))
-    elif decided.costs is not None:
-        (tmp / "costs.json").write_text(json.dumps([{str(b): c for b, c in row.items()} for row in decided.costs]))
-    (tmp / "plan.json").write_text(decided.plan.to_json())
-    (tmp / "stats.json").write_text(json.dumps(stats, indent=1))
-    (tmp / "settings.json").write_text(json.dumps(
-        {"command": "run", "model": model or "SmolLM2-135M-Instruct (bundled default)", "config": asdict(config),
-         "quantized": quantize, "versions": versions()}, indent=1))
 
 
 def _skip_count(config: DepthConfig, n_layers: int) -> int:
