@@ -122,7 +122,8 @@ def unit_plan(model, calib: torch.Tensor, avg_bits: float, options, rounds: int 
 
     allocation, costs, trace = relinearise(allocation, rounds, costs_at, choose, kl if rounds else None)
     total = sum(unit_bytes(u, allocation[u.key]) for u in units)
-    stats = {"allocator": "units", "rounding": rounding, "rounding_kl": rounding_kl, "gradient_point": base.label, "rounds": rounds,
+    stats = {"allocator": "units", "rounding": rounding, "rounding_kl": rounding_kl, "gradient_point": base.label,
+             "rounds": rounds,
              "kl_trace": trace, "decoder_bytes": total, "bits_per_decoder_weight": 8 * total / sum(u.params for u in units),
              "seconds": timing}
     return UnitPlan(to_plan(units, allocation), {k: {o.label: v for o, v in row.items()} for k, row in costs.items()},
