@@ -30,9 +30,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from compress.bits import knapsack  # noqa: E402
+from compress.bits.search import level_switch  # noqa: E402
 from compress.bits.unit_plan import gradient_point, relinearise  # noqa: E402
-from compress.bits.unit_costs import (allocation_applied, gradients, isolated_kl, kl_to, log_probs,  # noqa: E402
-                                      proxy_costs, rounded_table, rtn_table, unit_hessians)
+from compress.bits.unit_costs import (allocation_applied, gradients, isolated_kl, kl_to, linear_modules,  # noqa: E402
+                                      log_probs, proxy_costs, rounded_table, rtn_table, set_unit_weight,
+                                      unit_hessians, unit_weight)
 from compress.quant.gptq import ROUNDINGS  # noqa: E402
 from compress.model.units import model_units  # noqa: E402
 from compress.bits.options import default_options, option_grid  # noqa: E402
@@ -69,7 +71,8 @@ def parse() -> argparse.Namespace:
                    help="how every unit x option is rounded: GPTQ's solver, or auto-round's optimised RTN")
     p.add_argument("--stages", default="table,validate,frontier")
     p.add_argument("--budgets", default=",".join(map(str, BUDGETS_ORDER)), help="frontier budgets, in the order run")
-    p.add_argument("--evo-budgets", default="3.25")
+    p.add_argument("--evo-points", default="3b-g64,AutoScheme@3.5",
+                   help="evo at exactly the bytes of these: uniform options or AutoScheme@<budget>")
     p.add_argument("--more-costs", default="isolated-kl,taylor@3b-g64,output,fisher-rtn@3b-g64",
                    help="other cost models measured on the frontier after the default")
     p.add_argument("--relin", type=int, default=2, help="re-linearisation rounds (0: none)")
@@ -84,6 +87,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--lmeval-tasks", default="arc_easy,piqa,lambada_openai")
     p.add_argument("--lmeval-limit", type=int, default=250, help="documents per lm-eval task (first N)")
     p.add_argument("--lmeval-points", type=int, default=None, help="only the first N points (most informative first)")
+    p.add_argument("--lmeval-only", default=None,
+                   help="'|'-separated frontier names to evaluate instead (after float), in this order")
     return p.parse_args()
 
 
@@ -495,7 +500,8 @@ class Study:
         for name, row in frontier.items():
             if "equal_bytes_to" in row and "default options" in name:
                 other = row["equal_bytes_to"]
-                plain = f"uniform {other}" if "@" not in other else f"AutoScheme allocation, same GPTQ @{other.split('@')[1]}"
+                same = "same GPTQ" if self.args.rounding == "gptq" else f"same {self.args.rounding}"
+                plain = f"uniform {other}" if "@" not in other else f"AutoScheme allocation, {same} @{other.split('@')[1]}"
                 pairs += [plain, name]
         rest = [n for n in frontier if n.startswith("llama.cpp-style")
                 or ("default options) @" in n and "@=" not in n)]
@@ -509,7 +515,9 @@ class Study:
         config = EvalConfig(tasks=tasks, limit=self.args.lmeval_limit, batch_size=16)
         done = self.results.setdefault("lmeval", {})
         frontier = self.results.get("frontier", {})
-        for name in self.lmeval_points()[:self.args.lmeval_points]:
+        points = (["float"] + self.args.lmeval_only.split("|") if self.args.lmeval_only else
+                  self.lmeval_points()[:self.args.lmeval_points])
+        for name in points:
             if name in done and done[name]["limit"] == config.limit and tuple(done[name]["tasks"]) == tasks:
                 continue
             labels = frontier[name]["allocation"] if name != "float" else {}
@@ -528,40 +536,91 @@ class Study:
             print(f"{name:48s} mean acc {mean:.4f}  " + "  ".join(f"{t} {a['value']:.3f}" for t, a in acc.items()),
                   flush=True)
 
-    # ---- stage: evo (EvoPress-style search, seeded from the knapsack) -------------------------------------
-    def evo(self, bits: float, generations: int, offspring: int = 4, seed: int = 0) -> None:
-        """(1+λ) search: mutations swap the options of two units of the same kind (same shapes, so bytes stay
-        exact); fitness = KL on 2 held-out rows, a winner confirmed on all KL rows (EvoPress, ICML 2025)."""
-        key = f"evo (from fisher knapsack, {generations} gens) @{bits}"
+    # ---- stage: evo (EvoPress-style search, seeded from the knapsack, uniform and the llama.cpp mix) -------
+    def evo_seeds(self, bits: float) -> dict:
+        """The starting points at `bits`: the default Fisher knapsack, every default uniform option within the
+        bytes, the llama.cpp-style mix (never a peer's allocation)."""
+        seeds = {"knapsack": self.pick(self.solve(self.cost_models()[f"fisher@{self.base(bits)}/default"]), bits)}
+        if bits >= 3.1:
+            seeds["llama.cpp-style mix"] = self.llamacpp_mix(bits)
+        for o in self.options:
+            alloc = self.uniform(o.label)
+            if o.label in DEFAULT and self.size_bits(alloc)[1] <= bits + 1e-9:
+                seeds[f"uniform {o.label}"] = alloc
+        return {n: a for n, a in seeds.items() if self.size_bits(a)[1] <= bits + 1e-9}  # the mix can overshoot
+
+    def evo(self, bits: float, where: str, generations: int, offspring: int = 8, survivors: int = 2,
+            seed: int = 0) -> dict:
+        """EvoPress (Sieberling et al., ICML 2025) on units: a (1+λ) search within the bytes of `bits`. Each
+        generation λ = `offspring` children of the parent by 1-3 mutations (level_switch: two units of one kind
+        trade options within their joint bytes), ranked by KL on one fresh calibration row (a different Hessian
+        row each generation), the best `survivors` re-measured on 4 fixed calibration rows against the parent
+        (staged selection). Seeds: evo_seeds, the lowest 4-row KL starts. Calibration rows only; the held-out KL
+        rows and the test text only judge the result. Recorded as 'evo (N gens) @<where>'."""
+        key = f"evo ({generations} gens) @{where}"
         if key in self.results.get("frontier", {}):
-            return
-        rng = random.Random(seed)
-        base = self.base(bits)
-        parent = self.pick(self.solve(self.cost_models()[f"fisher@{base}"]), bits)
-        rows, ref = self.kl_rows[:2], None
-        ref = log_probs(self.model, rows)
+            return self.results["frontier"][key]
+        rng, started = random.Random(seed), time.perf_counter()
+        fixed, pool = self.calib[:4], self.calib[4:]
+        rows = [pool[g % len(pool)].unsqueeze(0) for g in range(generations)]
+        ref_fixed = log_probs(self.model, fixed)  # float references first: the search then leaves units rounded
+        refs = [log_probs(self.model, r) for r in rows]
+        mods, state = linear_modules(self.model), {}
+        floats = {u.key: unit_weight(mods, u) for u in self.units}
 
-        def fitness(alloc):
-            with allocation_applied(self.model, self.units, self.table, alloc):
-                return kl_to(self.model, rows, ref)
+        def fitness(alloc, rows, ref):  # rewrites only the units whose option differs from the last call's
+            for u in self.units:
+                if state.get(u.key) != alloc[u.key]:
+                    set_unit_weight(mods, u, self.table[u.key][alloc[u.key]].float())
+                    state[u.key] = alloc[u.key]
+            return kl_to(self.model, rows, ref)
 
-        best, trace, started = fitness(parent), [], time.perf_counter()
-        kinds = {}
+        seeds = self.evo_seeds(bits)
+        kinds, choices = {}, {}
         for u in self.units:
             kinds.setdefault(u.name, []).append(u.key)
-        for _ in range(generations):
-            children = []
-            for _ in range(offspring):
-                child = dict(parent)
-                for _ in range(rng.randint(1, 3)):
-                    a, b = rng.sample(kinds[rng.choice(list(kinds))], 2)
-                    child[a], child[b] = child[b], child[a]
-                children.append((fitness(child), child))
-            score, child = min(children, key=lambda c: c[0])
-            if score < best:
-                best, parent = score, child
-            trace.append(round(best, 5))
-        self.measure(key, parent, {"evo_trace": trace, "evo_seconds": round(time.perf_counter() - started, 1)})
+            choices[u.key] = [o for o in self.table[u.key] if o.label in DEFAULT]
+        by_key = {u.key: u for u in self.units}
+        size_of = lambda k, o: unit_bytes(by_key[k], o)  # noqa: E731
+        trace, accepted = [], 0
+        try:
+            seed_kl = {n: round(fitness(a, fixed, ref_fixed), 5) for n, a in seeds.items()}
+            start = min(seed_kl, key=seed_kl.get)
+            parent, best = seeds[start], seed_kl[start]
+            for g in range(generations):
+                children = []
+                while len(children) < offspring:
+                    child = parent
+                    for _ in range(rng.randint(1, 3)):
+                        child = level_switch(child, kinds, choices, size_of, rng) or child
+                    if child is not parent:
+                        children.append((fitness(child, rows[g], refs[g]), child))
+                children.sort(key=lambda c: c[0])
+                for _, child in children[:survivors]:
+                    score = fitness(child, fixed, ref_fixed)
+                    if score < best:
+                        best, parent, accepted = score, child, accepted + 1
+                trace.append(round(best, 5))
+                print(f"evo @{where} gen {g + 1}/{generations}: 4-row KL {best:.5f} (accepted {accepted})", flush=True)
+        finally:
+            for u in self.units:
+                set_unit_weight(mods, u, floats[u.key])
+        return self.measure(key, parent, {"equal_bytes_to": where.lstrip("="), "evo_trace": trace,
+                                          "evo_seed_kl": seed_kl, "evo_start": start, "evo_accepted": accepted,
+                                          "evo_seconds": round(time.perf_counter() - started, 1)})
+
+    def evo_points(self, generations: int) -> None:
+        """evo at exactly the bytes of each --evo-points entry: a uniform option ('3b-g64') or an AutoScheme
+        budget ('AutoScheme@3.5', from this study's frontier)."""
+        frontier = self.results.get("frontier", {})
+        for point in self.args.evo_points.split(","):
+            if point.startswith("AutoScheme@"):
+                name = next(n for n in frontier if n.startswith("AutoScheme allocation") and
+                            n.endswith("@" + point.split("@")[1]))
+                bits = 8 * frontier[name]["decoder_bytes"] / self.decoder_params
+            else:
+                bits = self.size_bits(self.uniform(point))[1]
+            self.evo(bits, f"={point}", generations)
 
 
 def main() -> None:
@@ -580,8 +639,7 @@ def main() -> None:
     if "lmeval" in stages:
         study.lmeval()
     if "evo" in stages:
-        for bits in args.evo_budgets.split(","):
-            study.evo(float(bits), args.evo_generations)
+        study.evo_points(args.evo_generations)
 
 
 if __name__ == "__main__":

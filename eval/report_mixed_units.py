@@ -12,6 +12,7 @@ from pathlib import Path
 
 COMPRESS = "compress default: unit knapsack, Fisher, options 3/4/8 bits (no 4b-ch)"
 CHECKED = "compress default checked by calibration KL against uniform and the llama.cpp mix"
+EVO = "EvoPress-style search on calibration KL (seeds: knapsack, uniform, llama.cpp mix)"
 METHODS = {  # frontier-name prefix -> label in the table and legend
     "KL-checked default": CHECKED,
     "unit knapsack (fisher@3b-g64, default options less 3b-ch": COMPRESS + " less 3b-ch",
@@ -32,11 +33,11 @@ METHODS = {  # frontier-name prefix -> label in the table and legend
     "unit knapsack (output)": "unit knapsack, GPTQ output error",
     "unit knapsack (taylor@3b-g64)": "unit knapsack, |g ⊙ ΔW| (AutoScheme's cost) at 3b-g64, options 2/3/4/8 bits",
     "unit knapsack (fisher-rtn@3b-g64)": "unit knapsack, Fisher with RTN ΔW",
-    "evo": "evolutionary search from the knapsack",
+    "evo": EVO,
 }
 
 
-PLOTTED = {COMPRESS, COMPRESS + " less 3b-ch", CHECKED, "unit knapsack, Fisher, options 3/4/8 bits with 4b-ch", "llama.cpp-style mix (k-quant priorities)",
+PLOTTED = {EVO, COMPRESS, COMPRESS + " less 3b-ch", CHECKED, "unit knapsack, Fisher, options 3/4/8 bits with 4b-ch", "llama.cpp-style mix (k-quant priorities)",
            "per-layer knapsack on isolated KL (before)", "unit knapsack, Fisher at the quantized point, options 2/3/4/8 bits",
            "auto-round AutoScheme allocation, same GPTQ", "auto-round AutoScheme allocation, same opt-rtn"}
 YMAX = 1500  # perplexity; the plot's upper edge

@@ -232,3 +232,30 @@ def test_choose_rounding_keeps_the_rounding_with_the_lower_measured_kl():
     with allocation_applied(model, units, table, {u.key: unit_option(u, option) for u in units}):
         assert kl_to(model, rows, reference) == pytest.approx(kls["opt-rtn"], abs=1e-5)
     assert choose_rounding(model, units, hessians, Option(3, 32, False), rows, reference) == ("gptq", {})
+
+
+def test_level_switch_trades_options_between_two_units_of_one_kind_and_never_grows_the_plan():
+    import random
+
+    from compress.bits.search import level_switch
+
+    units = group_units(LAYER * 1) + group_units([(n.replace("layers.0", "layers.1"), 1, s) for n, _, s in LAYER])
+    by_key = {u.key: u for u in units}
+    kinds = {}
+    for u in units:
+        kinds.setdefault(u.name, []).append(u.key)
+    choices = {u.key: unit_options(u, option_grid()) for u in units}
+    size_of = lambda k, o: unit_bytes(by_key[k], o)  # noqa: E731
+    alloc = {u.key: Option(3, 64) for u in units}
+    rng, changed_any = random.Random(0), 0
+    for _ in range(200):
+        child = level_switch(alloc, kinds, choices, size_of, rng)
+        if child is None:
+            continue
+        diff = [k for k in alloc if child[k] != alloc[k]]
+        assert 1 <= len(diff) <= 2 and len({by_key[k].name for k in diff}) == 1
+        assert all(child[k] in choices[k] for k in diff)
+        assert sum(size_of(k, o) for k, o in child.items()) <= sum(size_of(k, o) for k, o in alloc.items())
+        changed_any += any(child[k].bits > 3 for k in diff)  # upgrades happen, paid by the other unit
+        alloc = child
+    assert changed_any > 0
