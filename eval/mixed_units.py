@@ -408,14 +408,7 @@ class Study:
         if name in self.results.get("frontier", {}):
             return self.results["frontier"][name]
         started = time.perf_counter()
-        base = self.base(bits)
-        candidates = {"knapsack": self.pick(self.solve(self.cost_models()[f"fisher@{base}/default"]), bits)}
-        if bits >= 3.1:
-            candidates["llama.cpp-style mix"] = self.llamacpp_mix(bits)
-        for o in self.options:
-            alloc = self.uniform(o.label)
-            if o.label in DEFAULT and self.size_bits(alloc)[1] <= bits + 1e-9:
-                candidates[f"uniform {o.label}"] = alloc
+        candidates = self.evo_seeds(bits)
         rows = self.calib[:4]
         if not hasattr(self, "_calib_ref"):  # the float model's, taken before any allocation is applied
             self._calib_ref = log_probs(self.model, rows)
@@ -538,8 +531,8 @@ class Study:
 
     # ---- stage: evo (EvoPress-style search, seeded from the knapsack, uniform and the llama.cpp mix) -------
     def evo_seeds(self, bits: float) -> dict:
-        """The starting points at `bits`: the default Fisher knapsack, every default uniform option within the
-        bytes, the llama.cpp-style mix (never a peer's allocation)."""
+        """The candidates at `bits` (evo's seeds, checked's choices): the default Fisher knapsack, every default
+        uniform option within the bytes, the llama.cpp-style mix where it fits (never a peer's allocation)."""
         seeds = {"knapsack": self.pick(self.solve(self.cost_models()[f"fisher@{self.base(bits)}/default"]), bits)}
         if bits >= 3.1:
             seeds["llama.cpp-style mix"] = self.llamacpp_mix(bits)
