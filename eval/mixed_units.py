@@ -608,8 +608,11 @@ class Study:
         frontier = self.results.get("frontier", {})
         for point in self.args.evo_points.split(","):
             if point.startswith("AutoScheme@"):
-                name = next(n for n in frontier if n.startswith("AutoScheme allocation") and
-                            n.endswith("@" + point.split("@")[1]))
+                name = next((n for n in frontier if n.startswith("AutoScheme allocation") and
+                             n.endswith("@" + point.split("@")[1])), None)
+                if name is None:
+                    print(f"evo {point}: no AutoScheme row at that budget; run --stages autoscheme first", flush=True)
+                    continue
                 bits = 8 * frontier[name]["decoder_bytes"] / self.decoder_params
             else:
                 bits = self.size_bits(self.uniform(point))[1]
