@@ -239,7 +239,7 @@ def test_level_switch_trades_options_between_two_units_of_one_kind_and_never_gro
 
     from compress.bits.search import level_switch
 
-    units = group_units(LAYER * 1) + group_units([(n.replace("layers.0", "layers.1"), 1, s) for n, _, s in LAYER])
+    units = group_units(LAYER) + group_units([(n.replace("layers.0", "layers.1"), 1, s) for n, _, s in LAYER])
     by_key = {u.key: u for u in units}
     kinds = {}
     for u in units:
