@@ -139,6 +139,10 @@ def cmd_run(args: argparse.Namespace, config) -> int:
             kl = stats["rounding_choice"]["kl"]
             print(f"rounding auto -> {stats['method']}: KL on held-out calibration rows "
                   + ", ".join(f"{r} {v:.4f}" for r, v in kl.items()))
+        if stats.get("allocation", {}).get("checked"):
+            checked = stats["allocation"]["checked"]
+            print(f"plan -> {stats['allocation']['chosen']}: KL on held-out calibration rows "
+                  + ", ".join(f"{n} {v:.4f}" for n, v in checked.items()))
     else:
         print(f"unquantized ({stats['dtype']}), size {stats['size_bytes'] / 2**20:.1f} MiB")
     if "ppl_after" in stats:

@@ -30,8 +30,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from compress.bits import knapsack  # noqa: E402
+from compress.bits.candidates import candidate_plans, llamacpp_mix  # noqa: E402
 from compress.bits.search import level_switch  # noqa: E402
-from compress.bits.unit_plan import gradient_point, relinearise  # noqa: E402
+from compress.bits.unit_plan import gradient_point, measured_choice, relinearise  # noqa: E402
 from compress.bits.unit_costs import (allocation_applied, gradients, isolated_kl, kl_to, linear_modules,  # noqa: E402
                                       log_probs, proxy_costs, rounded_table, rtn_table, set_unit_weight,
                                       unit_hessians, unit_weight)
@@ -329,22 +330,10 @@ class Study:
         print(f"{name:40s} {bits:6.3f} bits  KL {row['kl']:.4f}  ppl {row['ppl']:.3f}", flush=True)
         return row
 
-    def llamacpp_mix(self, bits: float) -> dict:
-        """llama.cpp's k-quant priorities on GPTQ units: start every unit at the width below the budget and
-        give the next width first to down and qkv (attn_v) of the use_more_bits layers (i < n/8, i >= 7n/8,
-        (i - n/8) % 3 == 2), then down/qkv of the rest, then o, then gate_up, while the budget lasts."""
-        n = max(u.layer for u in self.units) + 1
-        more = lambda i: i < n / 8 or i >= 7 * n / 8 or (i - n // 8) % 3 == 2  # noqa: E731
-        rank = {"down": 0, "qkv": 0, "o": 1, "gate_up": 2}
-        low = max(w for w in (2, 3, 4, 8) if w <= bits - 0.3 or w == 2)
-        high = min(w for w in (3, 4, 8) if w > low)
-        alloc = {u.key: Option(low, 64) for u in self.units}
-        order = sorted(self.units, key=lambda u: (rank[u.name] + (0 if more(u.layer) else 0.5), u.layer))
-        for unit in order:
-            trial = dict(alloc, **{unit.key: Option(high, 64)})
-            if self.size_bits(trial)[1] <= bits:
-                alloc = trial
-        return alloc
+    def llamacpp_mix(self, bits: float) -> dict | None:
+        """compress.bits.candidates.llamacpp_mix over this study's options (2-bit included where the table has
+        it): the k-quant priorities on GPTQ units within `bits`; None where even the low width overshoots."""
+        return llamacpp_mix(self.units, self.options, int(bits * self.decoder_params / 8), bits)
 
     def layer_costs(self) -> dict:
         """The old baseline's costs: per decoder layer and width (g64), KL with that layer alone rounded."""
@@ -401,24 +390,24 @@ class Study:
         return self.measure(f"unit knapsack (fisher@{base}, {name}) @{where}", allocation, extra)
 
     def checked(self, bits: float, where: str, extra: dict | None = None) -> dict:
-        """The default checked by measurement: the Fisher knapsack, the llama.cpp-style mix and every uniform
-        option within the bytes are candidates; the lowest KL on 4 *calibration* rows (the Hessians' rows, not
-        the held-out KL rows nor the test text) wins. Recorded as 'KL-checked default @<where>'."""
+        """compress run's default as it ships (unit_plan with check): the Fisher knapsack on the default options,
+        then compress.bits.candidates' plans (the two richest uniform plans within the bytes, the llama.cpp-style
+        mix over the default options), the lowest KL on 4 calibration rows wins (the Hessians' rows here, which
+        the run holds out; never the held-out KL rows nor the test text). Recorded as 'KL-checked default @<where>'."""
         name = f"KL-checked default @{where}"
         if name in self.results.get("frontier", {}):
             return self.results["frontier"][name]
         started = time.perf_counter()
-        candidates = self.evo_seeds(bits)
+        default = [o for o in self.options if o.label in DEFAULT]
+        knapsack_plan = self.pick(self.solve(self.cost_models()[f"fisher@{self.base(bits)}/default"]), bits)
+        plans = candidate_plans(self.units, default, int(bits * self.decoder_params / 8), bits, knapsack_plan)
         rows = self.calib[:4]
         if not hasattr(self, "_calib_ref"):  # the float model's, taken before any allocation is applied
             self._calib_ref = log_probs(self.model, rows)
-        ref, scores = self._calib_ref, {}
-        for cname, alloc in candidates.items():
-            with allocation_applied(self.model, self.units, self.table, alloc):
-                scores[cname] = round(kl_to(self.model, rows, ref), 5)
-        best = min(scores, key=scores.get)
-        return self.measure(name, candidates[best], {**(extra or {}), "checked": scores, "chosen": best,
-                                                     "check_seconds": round(time.perf_counter() - started, 1)})
+        best, scores = measured_choice(self.model, self.units, self.hessians, plans, rows, self._calib_ref,
+                                       self.args.rounding, self.table, progress=False)
+        return self.measure(name, plans[best], {**(extra or {}), "checked": scores, "chosen": best,
+                                                "check_seconds": round(time.perf_counter() - started, 1)})
 
     def cheapest_no2(self) -> float:
         """Bits per decoder weight of the cheapest plan without 2-bit options (3b-ch everywhere: 3.07 on SmolLM2)."""
@@ -450,7 +439,8 @@ class Study:
                     self.checked(bits, f"{bits}")
             if self.args.two_bit_rows:
                 self.measure(f"unit knapsack (fisher@{base}) @{bits}", self.pick(self.solve(models[f"fisher@{base}"]), bits))
-            self.measure(f"llama.cpp-style mix @{bits}", self.llamacpp_mix(bits))
+            if self.llamacpp_mix(bits) is not None:
+                self.measure(f"llama.cpp-style mix @{bits}", self.llamacpp_mix(bits))
         for bits in budgets if self.args.layer_rows else ():  # last: isolated KL, 4 forwards per layer
             self.measure(f"layer knapsack (isolated KL, g64) @{bits}", self.layer_knapsack(bits))
         self.more()
@@ -480,8 +470,11 @@ class Study:
             same = "same GPTQ" if self.args.rounding == "gptq" else f"same {self.args.rounding}"
             row = self.measure(f"AutoScheme allocation, {same} @{float(budget):g}", alloc,
                                {"autoscheme_seconds": lane["seconds"]})
-            self.compress_at(8 * row["decoder_bytes"] / self.decoder_params,  # exactly AutoScheme's bytes
-                             f"=AutoScheme@{float(budget):g}", {"equal_bytes_to": f"AutoScheme@{float(budget):g}"})
+            at = 8 * row["decoder_bytes"] / self.decoder_params  # exactly AutoScheme's bytes
+            where = {"equal_bytes_to": f"AutoScheme@{float(budget):g}"}
+            self.compress_at(at, f"=AutoScheme@{float(budget):g}", where)
+            if self.args.checked_rows:
+                self.checked(at, f"=AutoScheme@{float(budget):g}", where)
 
 
     # ---- stage: lmeval (accuracy of the frontier's equal-bytes pairs) --------------------------------------
@@ -534,7 +527,7 @@ class Study:
         """The candidates at `bits` (evo's seeds, checked's choices): the default Fisher knapsack, every default
         uniform option within the bytes, the llama.cpp-style mix where it fits (never a peer's allocation)."""
         seeds = {"knapsack": self.pick(self.solve(self.cost_models()[f"fisher@{self.base(bits)}/default"]), bits)}
-        if bits >= 3.1:
+        if bits >= 3.1 and self.llamacpp_mix(bits) is not None:
             seeds["llama.cpp-style mix"] = self.llamacpp_mix(bits)
         for o in self.options:
             alloc = self.uniform(o.label)

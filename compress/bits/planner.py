@@ -37,6 +37,9 @@ class BitsConfig:
                                        "eval/results/mixed_units")
     rounds: int = setting(0, "units: re-linearisation rounds (gradients again at the chosen plan, re-solve, keep "
                           "the lowest calibration KL)", minimum=0)
+    check: bool = setting(True, "units: also measure the richest uniform plans and a llama.cpp-style mix within the "
+                          "budget against the knapsack's by KL on held-out calibration rows and keep the lowest "
+                          "(measured: eval/results/mixed_units-optrtn/STUDY.md §5)")
     bit_choices: tuple[int, ...] = setting((4, 2), "layers: widths; two use the LayerwiseQuant count rule, more "
                                            "the exact budgeted allocation")
     scorer: str = setting("lim", "layers: importance order of the layers", choices=tuple(ORDER_COLUMNS))

@@ -9,6 +9,8 @@ Fisher costs measured at the quantized operating point (issue 15; measured best,
    (compress.bits.knapsack) within the byte budget.
 4. Optionally re-linearise: gradients at the chosen allocation, re-solve, keep the plan with the lowest KL
    on held-out calibration rows.
+5. Check (default): that plan, the richest uniform plans within the budget and a llama.cpp-style mix
+   (compress.bits.candidates) each rounded and measured by KL on the held-out rows; the lowest is kept.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from dataclasses import dataclass
 import torch
 
 from compress.bits import knapsack
+from compress.bits.candidates import candidate_plans
 from compress.bits.options import unit_options
 from compress.bits.rounding import choose_rounding
-from compress.bits.unit_costs import (allocation_applied, fisher_costs, gradients, kl_to, log_probs, proxy_costs,
-                                      rounded_table, unit_hessians)
+from compress.bits.unit_costs import (allocation_applied, fisher_costs, gradients, kl_to, linear_modules,
+                                      log_probs, proxy_costs, round_unit, rounded_table, unit_hessians, unit_weight)
 from compress.errors import CompressError
 from compress.model.units import model_units
 from compress.plan import LayerDecision, Option, Plan
@@ -70,12 +73,13 @@ def gradient_point(avg_bits: float, options) -> Option:
 
 
 def unit_plan(model, calib: torch.Tensor, avg_bits: float, options, rounds: int = 0, grad_rows: int = 16,
-              kl_rows: int = 4, progress: bool = True, rounding: str = "gptq") -> UnitPlan:
+              kl_rows: int = 4, progress: bool = True, rounding: str = "gptq", check: bool = True) -> UnitPlan:
     """The per-unit plan within `avg_bits` for `model` (float, on CPU); calib (samples, seq_len). rounds 0
     keeps one unit's rounded weights at a time; rounds > 0 keeps every unit x option (fp16: 2 bytes x decoder
     weights x options) to re-take the gradients at each chosen plan. rounding: how the checkpoint will be
     rounded (gptq | opt-rtn | auto: chosen by `choose_rounding` at the gradient point), so the costs are those
-    of the weights it will hold; stats["rounding"] says which."""
+    of the weights it will hold; stats["rounding"] says which. check: measure the knapsack's plan against
+    compress.bits.candidates' on the held-out rows and keep the lowest KL (stats["checked"], ["chosen"])."""
     units = model_units(model)
     check_budget(units, options, avg_bits)
     kl_rows = min(kl_rows, calib.shape[0] // 4)
@@ -84,7 +88,7 @@ def unit_plan(model, calib: torch.Tensor, avg_bits: float, options, rounds: int 
     timing["hessians_s"] = round(time.perf_counter() - started, 1)
     base = gradient_point(avg_bits, options)
     held_out = calib[:kl_rows]
-    reference = log_probs(model, held_out) if rounds or rounding == "auto" else None
+    reference = log_probs(model, held_out) if rounds or check or rounding == "auto" else None
     rounding_kl = {}
     if rounding == "auto":  # opt-RTN rounds symmetric grids only
         rounding, rounding_kl = (choose_rounding(model, units, hessians, base, held_out, reference)
@@ -121,13 +125,22 @@ def unit_plan(model, calib: torch.Tensor, avg_bits: float, options, rounds: int 
             return kl_to(model, held_out, reference)
 
     allocation, costs, trace = relinearise(allocation, rounds, costs_at, choose, kl if rounds else None)
+    chosen, checked = "knapsack", {}
+    if check:
+        t0 = time.perf_counter()
+        plans = candidate_plans(units, options, budget, avg_bits, allocation)
+        chosen, checked = measured_choice(model, units, hessians, plans, held_out, reference, rounding, table,
+                                          progress)
+        allocation = plans[chosen]
+        timing["check_s"] = round(time.perf_counter() - t0, 1)
     total = sum(unit_bytes(u, allocation[u.key]) for u in units)
     stats = {"allocator": "units", "rounding": rounding, "rounding_kl": rounding_kl, "gradient_point": base.label,
-             "rounds": rounds,
-             "kl_trace": trace, "decoder_bytes": total, "bits_per_decoder_weight": 8 * total / sum(u.params for u in units),
-             "seconds": timing}
-    return UnitPlan(to_plan(units, allocation), {k: {o.label: v for o, v in row.items()} for k, row in costs.items()},
-                    stats)
+             "rounds": rounds, "kl_trace": trace, "checked": checked, "chosen": chosen, "decoder_bytes": total,
+             "bits_per_decoder_weight": 8 * total / sum(u.params for u in units), "seconds": timing}
+    reason = ("knapsack on Fisher costs" if chosen == "knapsack" else chosen) + (
+        f", lowest calibration KL of {len(checked)} plans" if check else "")
+    return UnitPlan(to_plan(units, allocation, reason),
+                    {k: {o.label: v for o, v in row.items()} for k, row in costs.items()}, stats)
 
 
 def relinearise(allocation: dict, rounds: int, costs_at, choose, kl=None) -> tuple[dict, dict, list]:
@@ -146,10 +159,29 @@ def relinearise(allocation: dict, rounds: int, costs_at, choose, kl=None) -> tup
     return (allocation, costs, trace) if best is None else (best[1], best[2], trace)
 
 
-def to_plan(units, allocation) -> Plan:
+def measured_choice(model, units, hessians, plans: dict, rows: torch.Tensor, reference, rounding: str,
+                    table=None, progress: bool = True, damp: float = 0.05) -> tuple[str, dict[str, float]]:
+    """(name of the plan in `plans` ({name: {unit key: Option}}) with the lowest KL(float ‖ model) on `rows`
+    (samples, seq_len; `reference` the float model's log_probs on them), {name: KL in nats per token}). Each
+    unit x option is rounded once (`rounding`, from `table` when given) and shared between plans."""
+    from tqdm.auto import tqdm
+
+    mods, rounded, kls = linear_modules(model), {}, {}
+    for name, alloc in tqdm(plans.items(), desc="checking plans", unit="plan", disable=not progress, leave=False):
+        for u in units:
+            if (u.key, alloc[u.key]) not in rounded:
+                rounded[u.key, alloc[u.key]] = (table[u.key][alloc[u.key]] if table else round_unit(
+                    unit_weight(mods, u), hessians[u.key], alloc[u.key], rounding, damp).half())
+        at = {u.key: {alloc[u.key]: rounded[u.key, alloc[u.key]]} for u in units}
+        with allocation_applied(model, units, at, alloc):
+            kls[name] = round(kl_to(model, rows, reference), 5)
+    return min(kls, key=kls.get), kls
+
+
+def to_plan(units, allocation, reason: str = "knapsack on Fisher costs") -> Plan:
     """A Plan with each layer's units set to their options (bits = the widest, as Plan requires)."""
     by_layer: dict[int, list] = {}
     for unit in units:
         by_layer.setdefault(unit.layer, []).append((unit.name, allocation[unit.key]))
-    return Plan(tuple(LayerDecision(i, max(o.bits for _, o in rows), reason="knapsack on Fisher costs",
+    return Plan(tuple(LayerDecision(i, max(o.bits for _, o in rows), reason=reason,
                                     units=tuple(rows)) for i, rows in sorted(by_layer.items())))

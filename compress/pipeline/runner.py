@@ -212,7 +212,7 @@ def _unit_decision(fp_model, config: RunConfig, skip_plan: Plan, choice, calib, 
 
     bits = config.bits
     result = unit_plan(fp_model, calib[:config.unit_rows], bits.avg_bits, bits.option_list, rounds=bits.rounds,
-                       progress=progress, rounding=config.gptq.rounding)
+                       progress=progress, rounding=config.gptq.rounding, check=bits.check)
     return _Decision(skip_plan.with_kept(result.plan), None, choice.scores if choice else None, result.costs,
                      choice.trace if choice else [], result.stats)
 
