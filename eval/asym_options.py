@@ -18,6 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from compress.quant.storage import fits  # noqa: E402
 from compress.bits.unit_costs import (allocation_applied, kl_to, linear_modules, log_probs, round_unit,  # noqa: E402
                                       unit_hessians, unit_weight)
 from compress.data import calibration_samples, calibration_texts, data_dir, wikitext2_test_text  # noqa: E402
@@ -53,12 +54,14 @@ def main() -> None:
             base = Option.parse(label)
             option = Option(base.bits, base.group_size, sym)
             started = time.perf_counter()
-            table = {u.key: {option: round_unit(unit_weight(mods, u), hessians[u.key], option).half()} for u in units}
-            alloc = {u.key: option for u in units}
+            # where the group does not divide the width (128 on SmolLM2's 576), g64 as eval/mixed_units.py's uniform
+            alloc = {u.key: option if fits(option, u.in_features) else Option(option.bits, 64, sym) for u in units}
+            table = {u.key: {alloc[u.key]: round_unit(unit_weight(mods, u), hessians[u.key], alloc[u.key]).half()}
+                     for u in units}
             with allocation_applied(model, units, table, alloc):
                 kl = kl_to(model, held, reference)
                 ppl = perplexity(model, test_ids, max_windows=args.windows, progress=False).ppl
-            size = sum(unit_bytes(u, option) for u in units)
+            size = sum(unit_bytes(u, alloc[u.key]) for u in units)
             out[option.label] = {"bits": round(8 * size / params, 4), "kl": round(kl, 4), "ppl": round(ppl, 2),
                                  "seconds": round(time.perf_counter() - started, 1)}
             print(option.label, out[option.label], flush=True)

@@ -50,11 +50,16 @@ def test_uniform_plans_are_the_richest_that_fit():
     assert uniform_plans(UNITS, default_options(), budget(3.0)) == {}  # nothing reaches below 3b-ch's 3.07 b
 
 
-def test_uniform_plan_takes_per_channel_where_the_width_refuses_the_group():
+def test_uniform_plan_takes_the_nearest_group_the_width_allows():
     odd = group_units([("model.layers.0.mlp.down_proj", 0, (64, 96))])  # 96 % 64 != 0
-    options = option_grid(widths=(4,), groups=(64, None))
-    plans = uniform_plans(odd, options, 10**6)
-    assert plans["uniform 4b-g64"] == {"0.down": Option(4, None)}
+    plans = uniform_plans(odd, option_grid(widths=(4,), groups=(64, None)), 10**6)
+    assert plans["uniform 4b-g64"] == {"0.down": Option(4, None)}  # only per channel is left
+    plans = uniform_plans(odd, option_grid(widths=(4,), groups=(32, 64, None)), 10**6)
+    assert plans["uniform 4b-g64"] == {"0.down": Option(4, 32)}
+    g128 = uniform_plans(UNITS, default_options(), budget(3.5))["uniform 3b-g128"]  # 576 % 128 != 0: g64 there
+    assert {g128[u.key] for u in UNITS if u.in_features == 576} == {Option(3, 64)}
+    assert {g128[u.key] for u in UNITS if u.in_features == 1536} == {Option(3, 128)}
+    assert round(8 * plan_bytes(UNITS, g128) / PARAMS, 3) == 3.305
 
 
 def test_candidates_start_with_the_knapsack_and_drop_duplicates():
