@@ -63,10 +63,12 @@ def quantize_autoround(model_path: str, plan: Plan, calib: "torch.Tensor", out: 
     started = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype="float32")
     tokenizer = AutoTokenizer.from_pretrained(model_path)
+    # amp=False: auto-round otherwise rounds in bf16 wherever the CPU reports bf16 (CpuInfo().bf16, e.g. avx512_bf16),
+    # so the checkpoint would depend on the machine and no longer be the fp32 opt-RTN the allocator costed.
     rounder = AutoRound(model, tokenizer, scheme="W4A16", layer_config=layer_config(resolved.options), iters=0,
                         dataset=[row.unsqueeze(0) for row in calib], nsamples=calib.shape[0],
                         seqlen=calib.shape[1], device_map="cpu", enable_torch_compile=False,
-                        low_cpu_mem_usage=False)
+                        low_cpu_mem_usage=False, amp=False)
     staging = Path(out) / ".autoround-export"  # its own folder: `out` may hold the float source (layers removed)
     rounder.quantize_and_save(str(staging), format="auto_gptq")
     del rounder, model
