@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from compress.quant.storage import fits  # noqa: E402
+from compress.bits.options import nearest_option  # noqa: E402
 from compress.bits.unit_costs import (allocation_applied, kl_to, linear_modules, log_probs, round_unit,  # noqa: E402
                                       unit_hessians, unit_weight)
 from compress.data import calibration_samples, calibration_texts, data_dir, wikitext2_test_text  # noqa: E402
@@ -54,8 +54,7 @@ def main() -> None:
             base = Option.parse(label)
             option = Option(base.bits, base.group_size, sym)
             started = time.perf_counter()
-            # where the group does not divide the width (128 on SmolLM2's 576), g64 as eval/mixed_units.py's uniform
-            alloc = {u.key: option if fits(option, u.in_features) else Option(option.bits, 64, sym) for u in units}
+            alloc = {u.key: nearest_option(u, option) for u in units}  # g128 -> g64 on SmolLM2's 576
             table = {u.key: {alloc[u.key]: round_unit(unit_weight(mods, u), hessians[u.key], alloc[u.key]).half()}
                      for u in units}
             with allocation_applied(model, units, table, alloc):

@@ -38,7 +38,7 @@ from compress.bits.unit_costs import (allocation_applied, gradients, isolated_kl
                                       unit_hessians, unit_weight)
 from compress.quant.gptq import ROUNDINGS  # noqa: E402
 from compress.model.units import model_units  # noqa: E402
-from compress.bits.options import default_options, option_grid  # noqa: E402
+from compress.bits.options import default_options, nearest_option, option_grid  # noqa: E402
 from compress.quant.storage import unit_bytes  # noqa: E402
 from compress.plan import Option  # noqa: E402
 from compress.data import calibration_samples, calibration_texts, data_dir, wikitext2_test_text  # noqa: E402
@@ -217,8 +217,7 @@ class Study:
 
     def uniform(self, label: str) -> dict:
         option = Option.parse(label)
-        return {u.key: option if option in self.table[u.key] else Option(option.bits, 64, option.sym)
-                for u in self.units}
+        return {u.key: nearest_option(u, option, self.options) for u in self.units}
 
     def reference(self):
         if not hasattr(self, "_ref"):

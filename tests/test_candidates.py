@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from compress.bits.candidates import candidate_plans, llamacpp_mix, more_bits_layer, plan_bytes, uniform_plans
-from compress.bits.options import default_options, option_grid
+from compress.bits.options import default_options, nearest_option, option_grid
 from compress.model.units import group_units
 from compress.plan import Option
 from compress.quant.storage import unit_bytes
@@ -60,6 +60,13 @@ def test_uniform_plan_takes_the_nearest_group_the_width_allows():
     assert {g128[u.key] for u in UNITS if u.in_features == 576} == {Option(3, 64)}
     assert {g128[u.key] for u in UNITS if u.in_features == 1536} == {Option(3, 128)}
     assert round(8 * plan_bytes(UNITS, g128) / PARAMS, 3) == 3.305
+
+
+def test_nearest_option_keeps_the_grid_and_bits():
+    odd = group_units([("model.layers.0.mlp.down_proj", 0, (64, 96))])[0]  # 96: g32 and per channel only
+    assert nearest_option(odd, Option(3, 32, False)) == Option(3, 32, False)  # it fits: itself
+    assert nearest_option(odd, Option(3, 128, False)) == Option(3, 32, False)  # asym stays asym
+    assert nearest_option(odd, Option(4, 64), option_grid(widths=(3,))) is None  # no 4-bit option given
 
 
 def test_candidates_start_with_the_knapsack_and_drop_duplicates():

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from compress.bits.options import unit_options
+from compress.bits.options import nearest_option, unit_options
 from compress.model.units import Unit
 from compress.plan import Option
 from compress.quant.storage import unit_bytes
@@ -64,17 +64,11 @@ def llamacpp_mix(units: Sequence[Unit], options: Sequence[Option], budget: int, 
 
 def uniform_plans(units: Sequence[Unit], options: Sequence[Option], budget: int, keep: int = 2) -> dict:
     """{'uniform <label>': alloc} for the `keep` options with the most bytes that every unit can take within
-    `budget`. A unit whose width refuses the group size takes the same bits at the nearest group size it can
-    (per channel counts as far): g128 on SmolLM2's 576-wide units is g64 there, 3.305 b in all, where per channel
-    gave 3.107 b and twice the calibration KL (eval/results/mixed_units-optrtn/STUDY.md §5)."""
+    `budget`. A unit whose width refuses the group size takes compress.bits.options.nearest_option (g128 on
+    SmolLM2's 576-wide units is g64 there: 3.305 b in all)."""
     found = []
     for option in options:
-        alloc = {}
-        for u in units:
-            usable = unit_options(u, options)
-            alloc[u.key] = option if option in usable else min(
-                (o for o in usable if o.bits == option.bits and o.sym == option.sym),
-                key=lambda o: abs((o.group_size or 10**6) - (option.group_size or 10**6)), default=None)
+        alloc = {u.key: nearest_option(u, option, options) for u in units}
         if None not in alloc.values() and plan_bytes(units, alloc) <= budget:
             found.append((plan_bytes(units, alloc), option.label, alloc))
     return {f"uniform {label}": alloc for _, label, alloc in sorted(found, key=lambda t: t[:2], reverse=True)[:keep]}

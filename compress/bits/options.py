@@ -33,3 +33,14 @@ def unit_options(unit: Unit, options: Sequence[Option]) -> list[Option]:
         raise CompressError(f"unit {unit.key} (input width {unit.in_features}) can take none of the options "
                             f"{', '.join(o.label for o in options)}")
     return usable
+
+
+def nearest_option(unit: Unit, option: Option, options: Sequence[Option] = option_grid(asym=True)) -> Option | None:
+    """`option` where the unit's width takes it, else the same bits and grid at the nearest group size the width
+    takes (per channel counts as far): g128 on SmolLM2's 576-wide units is g64 there. Per channel instead gave
+    3.107 b and twice the calibration KL (eval/results/mixed_units-optrtn/STUDY.md §5). None: no such option."""
+    usable = unit_options(unit, options)
+    if option in usable:
+        return option
+    return min((o for o in usable if o.bits == option.bits and o.sym == option.sym),
+               key=lambda o: abs((o.group_size or 10**6) - (option.group_size or 10**6)), default=None)
