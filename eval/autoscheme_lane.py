@@ -41,6 +41,7 @@ def calibration_file(work: Path) -> str:
     text = " ".join(calibration_texts("wikitext2-valid", data_dir(None)))
     rows = [text[i:i + 2000] for i in range(0, len(text) - 2000, 2000)]  # ~450 tokens each: none is dropped as short
     path = work / "calib.json"
+    work.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(rows))
     return str(path)
 
@@ -86,7 +87,8 @@ def autoround_rounding(args, lane: dict, path: Path) -> None:
             started = time.perf_counter()
             rounder = AutoRound(model, tokenizer, scheme="W4A16", layer_config=cfg, iters=args.iters,
                                 nsamples=args.nsamples, seqlen=args.seqlen, dataset=calibration_file(work),
-                                device_map="cpu", enable_torch_compile=False, low_cpu_mem_usage=False)
+                                device_map="cpu", enable_torch_compile=False, low_cpu_mem_usage=False,
+                                amp=False)  # fp32 on every CPU, as compress.quant.autoround
             rounder.quantize_and_save(str(out), format="auto_gptq")
             seconds = round(time.perf_counter() - started, 1)
         folder = next(out.rglob("config.json")).parent  # auto-round saves into a subfolder named after the model
