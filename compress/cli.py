@@ -131,7 +131,8 @@ def cmd_run(args: argparse.Namespace, config) -> int:
     if layers["removed"]:
         print(f"removed {len(layers['removed'])} of {layers['before']} layers: {layers['removed']}")
     if stats["method"] in ("gptq", "opt-rtn"):
-        rounder = "GPTQ" if stats["method"] == "gptq" else "opt-RTN (auto-round)"
+        rounder = {"gptq": "GPTQ", "auto-round iters=0": "opt-RTN (auto-round)"}.get(
+            stats.get("rounder", stats["method"]), f"SignRound ({stats.get('rounder')})")
         print(f"stored bits per decoder weight {stats['effective_bits']:.3f} (codes, scales, zeros), checkpoint "
               f"{stats['size_bytes'] / 2**20:.1f} MiB, {rounder} {stats['seconds']:.0f} s"
               + (f", allocation {sum(stats['allocation']['seconds'].values()):.0f} s" if "allocation" in stats else ""))

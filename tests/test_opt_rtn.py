@@ -93,3 +93,43 @@ def test_the_export_is_moved_up_and_a_float_source_beside_it_is_left_alone(tmp_p
     assert (out / "config.json").read_text() == "quantized" and (out / "model.safetensors").exists()
     assert (out / "removed-layers-fp" / "config.json").read_text() == "float"
     assert not (out / ".autoround-export").exists()
+
+
+def test_iters_need_autoround_rounding():
+    from compress.errors import CompressError
+    from compress.quant.gptq import GPTQConfig
+
+    assert GPTQConfig(rounding="opt-rtn", iters=200).iters == 200
+    with pytest.raises(CompressError, match="--rounding opt-rtn"):
+        GPTQConfig(iters=200)  # rounding auto may pick GPTQ, which has no SignRound
+
+
+def test_signround_steps_change_the_stored_rounding(tiny5, tmp_path):
+    """GPTQConfig.iters reaches auto-round: SignRound moves some roundings away from opt-RTN's, in the same
+    GPTQ folder of the same size, which unpacks to a model that still computes."""
+    pytest.importorskip("auto_round")
+    pytest.importorskip("gptqmodel")
+    from compress.bits.unit_costs import linear_modules, unit_weight
+    from compress.bits.unit_plan import to_plan
+    from compress.model import load_model
+    from compress.model.units import model_units
+    from compress.plan import Option
+    from compress.quant.autoround import quantize_autoround
+    from compress.quant.gptq import GPTQConfig
+    from compress.quant.unpack import load_dequantized
+
+    model = load_model(str(tiny5))[0]
+    units = model_units(model)
+    plan = to_plan(units, {u.key: Option(3, 32) for u in units})
+    calib = torch.randint(0, 256, (8, 64), generator=torch.Generator().manual_seed(0))
+    stats = {n: quantize_autoround(str(tiny5), plan, calib, tmp_path / n, GPTQConfig(rounding="opt-rtn", iters=i))
+             for n, i in (("rtn", 0), ("signround", 20))}
+    assert stats["signround"]["rounder"] == "auto-round iters=20"
+    assert stats["signround"]["size_bytes"] == stats["rtn"]["size_bytes"]
+    stored = {n: linear_modules(load_dequantized(load_model(str(tiny5))[0], tmp_path / n)) for n in stats}
+    moved = [float((unit_weight(stored["rtn"], u) != unit_weight(stored["signround"], u)).float().mean())
+             for u in units]
+    assert max(moved) > 0.01  # tuned: not opt-RTN's weights
+    ids = calib[:1]
+    with torch.inference_mode():
+        assert torch.isfinite(load_dequantized(load_model(str(tiny5))[0], tmp_path / "signround")(input_ids=ids).logits).all()
