@@ -472,7 +472,7 @@ class Study:
             at = 8 * row["decoder_bytes"] / self.decoder_params  # exactly AutoScheme's bytes
             where = {"equal_bytes_to": f"AutoScheme@{float(budget):g}"}
             self.compress_at(at, f"=AutoScheme@{float(budget):g}", where)
-            if self.args.checked_rows:
+            if self.args.checked_rows and at >= self.cheapest_no2():  # the default options cannot go lower
                 self.checked(at, f"=AutoScheme@{float(budget):g}", where)
 
 

@@ -259,3 +259,13 @@ def test_level_switch_trades_options_between_two_units_of_one_kind_and_never_gro
         changed_any += any(child[k].bits > 3 for k in diff)  # upgrades happen, paid by the other unit
         alloc = child
     assert changed_any > 0
+
+
+def test_knapsack_names_the_smallest_plan_of_the_priced_options():
+    """An option priced inf (left out) is not counted in the smallest plan the error names."""
+    from compress.bits import knapsack
+
+    solution = knapsack.solve([[1.0, float("inf")], [1.0, float("inf")]], [[1024, 256], [1024, 256]], 4096)
+    with pytest.raises(CompressError, match=r"0\.001 MiB is below the smallest plan the options allow \(0\.002 MiB\)"):
+        knapsack.pick(solution, 1536)
+    assert knapsack.pick(solution, 2048) == [0, 0]

@@ -39,6 +39,7 @@ def solve(costs: Sequence[Sequence[float]], sizes: Sequence[Sequence[int]], max_
     for u, (c, s) in enumerate(zip(costs, sizes)):
         steps[u, :len(s)] = -(-np.asarray(s, dtype=np.int64) // resolution)  # ceil
         cost[u, :len(c)] = c
+    steps[~np.isfinite(cost)] = n_steps + 1  # an option priced inf is left out: never the smallest plan either
     best = np.zeros(n_steps + 1)  # no unit yet: cost 0 at every capacity
     choice = np.full((len(costs), n_steps + 1), -1, dtype=np.int16)
     candidates = np.empty((width, n_steps + 1))
