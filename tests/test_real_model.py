@@ -223,6 +223,12 @@ def test_opt_rtn_checkpoint_holds_the_weights_the_allocator_costed(smollm2, data
     stats = quantize_autoround(resolve_model_path(None), to_plan(units, allocation), calib, tmp_path / "q",
                                GPTQConfig(rounding="opt-rtn"))
     assert stats["base_bits"] == 4 and stats["size_bytes"] > 0
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "q" / "model.safetensors"), "pt") as f:  # compact_export: as GPTQModel stores
+        assert "lm_head.weight" not in f.keys()  # SmolLM2 ties it to the embedding
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} <= {"F16", "I32"}  # no float32 embedding
+    assert stats["size_bytes"] < 120e6  # 228 MB before compact_export
     stored = load_dequantized(load_model(None)[0], tmp_path / "q")
     mods, stored_mods = linear_modules(model), linear_modules(stored)
     hessians = unit_hessians(model, units[:8], calib, progress=False)
