@@ -23,6 +23,15 @@ def test_run_estimate_matches_the_measured_run():
     assert needs.disk == pytest.approx(114_620_920, rel=0.1)
 
 
+def test_signround_time_matches_the_measured_rounding():
+    """SignRound, 200 steps of auto-round's 8 rows x 256 tokens on SmolLM2: 1110 s on 2 cores
+    (eval/results/mixed_units/autoscheme.json, "uniform 3b-g64 iters=200") -> within 1.5x."""
+    plain = run_needs(SMOLLM2, calib_samples=16, calib_seq_len=256, ppl_windows=0, bits=3.34, cores=2)
+    tuned = run_needs(SMOLLM2, calib_samples=16, calib_seq_len=256, ppl_windows=0, bits=3.34, cores=2,
+                      signround_iters=200)
+    assert 1110 / 1.5 < tuned.seconds - plain.seconds < 1110 * 1.5
+
+
 def test_estimates_grow_with_the_settings_that_cost():
     small = run_needs(SMOLLM2, calib_samples=64, calib_seq_len=512, ppl_windows=4, bits=4, cores=2)
     big = run_needs(SMOLLM2, calib_samples=4096, calib_seq_len=512, ppl_windows=4, bits=4, cores=2)

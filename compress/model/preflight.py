@@ -85,7 +85,8 @@ def local_size(spec: str | None) -> ModelSize | None:
 
 
 def run_needs(m: ModelSize, *, calib_samples: int, calib_seq_len: int, ppl_windows: int, bits: float,
-              cores: int, gpu: bool = False, unit_options: int = 0, unit_rounds: int = 0) -> Needs:
+              cores: int, gpu: bool = False, unit_options: int = 0, unit_rounds: int = 0,
+              signround_iters: int = 0) -> Needs:
     """`compress run`: the largest of the perplexity phase (one float model + 2048-token logits), the per-unit
     allocation (unit_options > 0: float model, gradients, Hessians, and with rounds every unit x option in
     fp16) and the GPTQ phase (GPTQModel's copy and the float model's, the layer inputs of every calibration
@@ -103,6 +104,10 @@ def run_needs(m: ModelSize, *, calib_samples: int, calib_seq_len: int, ppl_windo
     if unit_options:  # Hessians (32 x 512 tokens), gradients (16 x 512, forward + backward) per round, solves
         seconds += _seconds(m.params * 512 * (32 + 48 * (unit_rounds + 1)), cores, gpu)
         seconds += SOLVE_SECONDS * m.decoder_params * m.hidden * (unit_options + 1) / max(1, cores)
+    # SignRound: per block and step, forward + backward over auto-round's batch of 8 rows (SmolLM2, 200 steps of
+    # 8 x 256 tokens: measured 1110 s on 2 cores, this says 1520 s)
+    seconds += _seconds(m.decoder_params * 8 * calib_seq_len * signround_iters, cores, gpu,
+                        TRAIN_SECONDS_PER_PARAM_TOKEN) if gptq else 0
     return Needs(ram, disk, seconds, 3 * model + acts if gpu else None)
 
 

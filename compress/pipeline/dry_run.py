@@ -27,7 +27,8 @@ def run_preflight(model: str | None, config, out: Path | None) -> None:
     units = len(config.bits.options) if config.bits.per_unit and not config.plan else 0
     check_needs("run", model, out, "cpu", lambda size, samples, gpu: run_needs(
         size, calib_samples=samples, calib_seq_len=config.calib_seq_len, ppl_windows=windows, bits=bits,
-        cores=os.cpu_count() or 1, unit_options=units, unit_rounds=config.bits.rounds), config.calib_samples,
+        cores=os.cpu_count() or 1, unit_options=units, unit_rounds=config.bits.rounds,
+        signround_iters=config.gptq.iters), config.calib_samples,
         "--calib-samples", "use a machine with more memory", also=" (or --calib-seq-len)")
 
 
