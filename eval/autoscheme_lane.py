@@ -30,7 +30,7 @@ from compress.model import load_model, named_linears  # noqa: E402
 from compress.model.units import model_units, unit_name  # noqa: E402
 from compress.plan import Option  # noqa: E402
 from compress.provenance import versions  # noqa: E402
-from compress.quant.autoround import layer_config  # noqa: E402
+from compress.quant.autoround import CPU_ROUNDING, layer_config  # noqa: E402
 
 BUDGETS = [3.25, 3.5, 4.0, 4.5]  # with 3/4/8-bit options nothing reaches 3.0 (3-bit per channel is 3.07)
 GROUPS = (32, 64, 128, -1)
@@ -87,8 +87,7 @@ def autoround_rounding(args, lane: dict, path: Path) -> None:
             started = time.perf_counter()
             rounder = AutoRound(model, tokenizer, scheme="W4A16", layer_config=cfg, iters=args.iters,
                                 nsamples=args.nsamples, seqlen=args.seqlen, dataset=calibration_file(work),
-                                device_map="cpu", enable_torch_compile=False, low_cpu_mem_usage=False,
-                                amp=False)  # fp32 on every CPU, as compress.quant.autoround
+                                **CPU_ROUNDING)  # fp32 on every CPU, as compress rounds
             rounder.quantize_and_save(str(out), format="auto_gptq")
             seconds = round(time.perf_counter() - started, 1)
         folder = next(out.rglob("config.json")).parent  # auto-round saves into a subfolder named after the model

@@ -27,6 +27,11 @@ if TYPE_CHECKING:
     from compress.quant.gptq import GPTQConfig
 
 AUTOROUND_INSTALL = 'pip install "auto-round==0.16.1"'
+# AutoRound's settings for every rounding compress (and eval/) runs: on CPU, no torch.compile, the whole model
+# in memory (its offload reloads blocks from model files on disk), and amp=False: auto-round otherwise rounds in
+# bf16 wherever the CPU reports bf16 (CpuInfo().bf16, e.g. avx512_bf16), so the checkpoint would depend on the
+# machine and no longer be the fp32 opt-RTN the allocator costed.
+CPU_ROUNDING = {"device_map": "cpu", "enable_torch_compile": False, "low_cpu_mem_usage": False, "amp": False}
 
 
 def require_autoround() -> None:
@@ -66,13 +71,9 @@ def quantize_autoround(model_path: str, plan: Plan, calib: "torch.Tensor", out: 
     started = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype="float32")
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    # amp=False: auto-round otherwise rounds in bf16 wherever the CPU reports bf16 (CpuInfo().bf16, e.g. avx512_bf16),
-    # so the checkpoint would depend on the machine and no longer be the fp32 opt-RTN the allocator costed.
     rounder = AutoRound(model, tokenizer, scheme="W4A16", layer_config=layer_config(resolved.options),
-                        iters=settings.iters,
-                        dataset=[row.unsqueeze(0) for row in calib], nsamples=calib.shape[0],
-                        seqlen=calib.shape[1], device_map="cpu", enable_torch_compile=False,
-                        low_cpu_mem_usage=False, amp=False)
+                        iters=settings.iters, dataset=[row.unsqueeze(0) for row in calib],
+                        nsamples=calib.shape[0], seqlen=calib.shape[1], **CPU_ROUNDING)
     staging = Path(out) / ".autoround-export"  # its own folder: `out` may hold the float source (layers removed)
     rounder.quantize_and_save(str(staging), format="auto_gptq")
     del rounder, model
