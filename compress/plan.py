@@ -15,17 +15,29 @@ from compress.errors import CompressError
 BITS = (2, 3, 4, 8, 16)  # 16 = leave the layer in its original floating-point dtype
 WIDTHS = (2, 3, 4, 8)  # quantized code widths
 GROUPS = (32, 64, 128, None)  # weights per scale; None: one scale per output channel (GPTQ group_size -1)
+# llama.cpp's legacy block types that the `gguf` package quantizes itself (gguf/quants.py, reference rounding of
+# ggml-quants.c): blocks of 32 weights, an fp16 scale (and an fp16 min for the _1 types). (bits, sym) -> type.
+GGUF_TYPES = {(4, True): "q4_0", (4, False): "q4_1", (5, True): "q5_0", (5, False): "q5_1", (8, True): "q8_0"}
 
 
 @dataclass(frozen=True, order=True)
 class Option:
-    """One way to store a unit: code width, group size (None = per channel), symmetric grid."""
+    """One way to store a unit: code width, group size (None = per channel), symmetric grid, and the format
+    that stores it: "gptq" (GPTQ packing, compress.quant.storage) or "gguf" (a llama.cpp block type of
+    GGUF_TYPES, group size 32, labelled by its type name: q4_0, q8_0, ...)."""
 
     bits: int
     group_size: int | None = 64
     sym: bool = True
+    fmt: str = "gptq"
 
     def __post_init__(self) -> None:
+        if self.fmt == "gguf":
+            if (self.bits, self.sym) not in GGUF_TYPES or self.group_size != 32:
+                raise CompressError(f"gguf options are {', '.join(GGUF_TYPES.values())} (blocks of 32)")
+            return
+        if self.fmt != "gptq":
+            raise CompressError(f"option format must be gptq or gguf, got {self.fmt!r}")
         if self.bits not in WIDTHS:
             raise CompressError(f"option bits must be one of {', '.join(map(str, WIDTHS))}, got {self.bits}")
         if self.group_size not in GROUPS:
@@ -33,14 +45,20 @@ class Option:
 
     @property
     def label(self) -> str:
+        if self.fmt == "gguf":
+            return GGUF_TYPES[self.bits, self.sym]
         return f"{self.bits}b-{'g' + str(self.group_size) if self.group_size else 'ch'}{'' if self.sym else '-asym'}"
 
     @classmethod
     def parse(cls, text: str) -> "Option":
-        """'4b-g64', '3b-ch', '2b-g32-asym' (the label) back to an Option; one-line error otherwise."""
+        """'4b-g64', '3b-ch', '2b-g32-asym', 'q4_0' (the label) back to an Option; one-line error otherwise."""
+        gguf = {name: key for key, name in GGUF_TYPES.items()}
+        if text.strip().lower() in gguf:
+            bits, sym = gguf[text.strip().lower()]
+            return cls(bits, 32, sym, "gguf")
         m = re.fullmatch(r"(\d)b-(?:g(\d+)|ch)(-asym)?", text.strip())
         if not m:
-            raise CompressError(f"option {text!r} must look like 4b-g64, 3b-ch or 2b-g32-asym")
+            raise CompressError(f"option {text!r} must look like 4b-g64, 3b-ch, 2b-g32-asym or q4_0")
         return cls(int(m[1]), int(m[2]) if m[2] else None, not m[3])
 
 
@@ -55,7 +73,7 @@ class LayerDecision:
     units: tuple[tuple[str, Option], ...] = ()
 
     def __post_init__(self) -> None:
-        if self.bits not in BITS:
+        if self.bits not in BITS and not (self.units and all(o.fmt == "gguf" for _, o in self.units)):
             raise ValueError(f"layer {self.index}: bits must be one of {BITS}, got {self.bits}")
         if self.skip and self.bits != 16:
             raise ValueError(f"layer {self.index}: a skipped layer is not quantized (bits must be 16)")

@@ -60,6 +60,7 @@ def build_bad_inputs(root: Path) -> Path:
     (root / "plan-shape.json").write_text(json.dumps({"layers": []}))
     (root / "plan-types.json").write_text(json.dumps({"format": 1, "layers": [{"index": 0, "bits": "4"}]}))
     (root / "plan-rows.json").write_text(json.dumps({"format": 1, "layers": [[0, 4]]}))
+    (root / "plan-3bit.json").write_text(json.dumps({"format": 1, "layers": [{"index": i, "bits": 3} for i in range(4)]}))
     for name, record in (("eval-corrupt", "eval.json"), ("bench-corrupt", "bench.json"),
                          ("stats-corrupt", "stats.json")):
         (root / name).mkdir()
@@ -139,6 +140,16 @@ CASES = [
     ("prompt-undecodable", ["generate", "--model", M, "ab\udcffc"], "not valid UTF-8"),
     ("prompt-too-long", ["generate", "--model", M, "x" * 300], "passes the model's context of 128"),
     ("bench-input-len", ["bench", M, "--input-len", "200", "--out", "{out}"], "passes the context"),
+    # 4. serving targets (issue 16): refused before anything is quantized
+    ("target-unknown", ["run", "--model", M, "--target", "tgi", "--out", "{out}"], "must be one of"),
+    ("target-vllm-cpu-3bit", ["run", "--model", M, "--target", "vllm-cpu", "--bits", "3", "--out", "{out}"],
+     "vllm-cpu loads no 3-bit weights"),
+    ("target-transformers-mixed", ["run", "--model", M, "--target", "transformers", "--bits", "mixed", "--out",
+                                   "{out}"], "one option for the whole checkpoint"),
+    ("target-llama-folder", ["run", "--model", M, "--target", "llama.cpp", "--out", "{out}"], "convert_hf_to_gguf"),
+    ("target-plan-refused", ["run", "--model", M, "--target", "vllm", "--plan", "{root}/plan-3bit.json",
+                             "--calib-samples", "2", "--calib-seq-len", "16", "--max-windows", "0", "--out",
+                             "{out}"], "vllm cannot load this plan: unit 0.qkv 3b-g32: vllm computes 4-bit sym, 8-bit sym only"),
     # 5. preflight
     ("preflight-run-ram", ["run", "--model", M, "--bits", "4", "--calib-samples", "100000000", "--out", "{out}"],
      "lower --calib-samples to"),

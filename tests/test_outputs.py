@@ -180,5 +180,5 @@ def test_dry_run_prints_plan_bytes_and_engines_and_writes_nothing(bad, tmp_path,
     captured = capfd.readouterr()
     assert code == 0 and "compress: preflight: run needs about" in captured.err
     assert "MiB     qkv       o  gate_up    down  bits" in captured.out and "stored bits per weight" in captured.out
-    assert "loads in: GPTQModel" in captured.out and "nothing quantized or written" in captured.out
+    assert "loads in: gptqmodel (verified by loading)" in captured.out and "nothing quantized or written" in captured.out
     assert not out.exists() and not list(tmp_path.iterdir())

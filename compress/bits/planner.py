@@ -52,6 +52,8 @@ class BitsConfig:
                 Option.parse(text)
             except CompressError as e:
                 raise invalid(self, "options", f"cannot take {text!r}: {e}") from None
+        if len({o.fmt for o in self.option_list}) > 1:
+            raise invalid(self, "options", "mixes GPTQ options and GGUF types: one checkpoint has one format")
         if self.bits != "mixed":
             if not self.bits.isdigit():
                 raise invalid(self, "bits", f"must be mixed, 16 or a width, got {self.bits!r}")

@@ -27,6 +27,7 @@ from compress.bits.options import unit_options
 from compress.model.units import Unit
 from compress.plan import Option
 from compress.model import named_linears
+from compress.quant.ggml import ggml_weights
 from compress.quant.gptq import ROUNDINGS
 from compress.quant.gptq_solve import gptq_weights, output_error
 from compress.quant.opt_rtn import opt_rtn_weights
@@ -37,7 +38,10 @@ Allocation = Mapping[str, Option]  # unit key ("3.qkv") -> option
 def round_unit(w: torch.Tensor, h: torch.Tensor, option: Option, rounding: str = "gptq",
                damp: float = 0.05) -> torch.Tensor:
     """A unit's stacked weight (out, in) rounded at `option` by `rounding`, dequantized float32: GPTQ's solver
-    on H, or opt-RTN's scale search weighted by diag(H) (= auto-round's imatrix, mean x² per column)."""
+    on H, or opt-RTN's scale search weighted by diag(H) (= auto-round's imatrix, mean x² per column). A gguf
+    option is always rounded as llama.cpp's reference quantizer does (compress.quant.ggml), whatever `rounding`."""
+    if option.fmt == "gguf":
+        return ggml_weights(w, option)
     if rounding == "opt-rtn":
         if not option.sym:
             raise ValueError(f"opt-rtn rounds symmetric grids only, not {option.label}")

@@ -90,7 +90,9 @@ def unit_plan(model, calib: torch.Tensor, avg_bits: float, options, rounds: int 
     held_out = calib[:kl_rows]
     reference = log_probs(model, held_out) if rounds or check or rounding == "auto" else None
     rounding_kl = {}
-    if rounding == "auto":  # opt-RTN rounds symmetric grids only
+    if all(o.fmt == "gguf" for o in options):  # llama.cpp's reference rounding (compress.quant.ggml)
+        rounding = "ggml"
+    elif rounding == "auto":  # opt-RTN rounds symmetric grids only
         rounding, rounding_kl = (choose_rounding(model, units, hessians, base, held_out, reference)
                                  if all(o.sym for o in options) else ("gptq", {}))
         timing["rounding_choice_s"] = round(time.perf_counter() - started - timing["hessians_s"], 1)

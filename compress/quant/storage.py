@@ -62,7 +62,11 @@ def group_size_for(in_features: int, preferred: int = 128) -> int:
 
 
 def linear_bytes(out_features: int, in_features: int, option: Option) -> int:
-    """Exact bytes of one Linear stored per `option` in GPTQ packing (see the module docstring)."""
+    """Exact bytes of one Linear stored per `option`: GPTQ packing (see the module docstring), or a GGUF block
+    type: per 32 weights the codes, an fp16 scale and, for the asymmetric _1 types, an fp16 min (ggml-common.h:
+    block_q4_0 18 bytes, q4_1 20, q5_0 22, q5_1 24, q8_0 34)."""
+    if option.fmt == "gguf":
+        return out_features * in_features // 32 * (4 * option.bits + (2 if option.sym else 4))
     groups = 1 if option.group_size is None else in_features // option.group_size
     qweight = 4 * math.ceil(in_features * option.bits / 32) * out_features
     qzeros = 4 * groups * math.ceil(out_features * option.bits / 32)
