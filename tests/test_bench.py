@@ -91,8 +91,14 @@ def test_bench_writes_json_markdown_and_plot_with_a_baseline(tiny_folder, data_d
     (["--device", "tpu"], "unknown --device"),
     pytest.param(["--device", "cuda"], "torch sees no CUDA GPU",
                  marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is present")),
-    (["--backend", "trt"], "backend (--backend) must be one of hf, vllm; got trt"),
-    (["--backend", "vllm", "--device", "cpu"], "backend (--backend) vllm runs on CUDA only"),
+    (["--backend", "trt"], "backend (--backend) must be one of hf, vllm, llama.cpp; got trt"),
+    (["--backend", "llama.cpp", "--device", "cuda"], "backend (--backend) llama.cpp is benched on CPU here"),
+    pytest.param(["--backend", "llama.cpp"], "llama-cpp-python is not installed",
+                 marks=pytest.mark.skipif(__import__("importlib").util.find_spec("llama_cpp") is not None,
+                                          reason="llama-cpp-python is installed")),
+    pytest.param(["--backend", "llama.cpp"], "needs a .gguf file or a `compress run --target llama.cpp` folder",
+                 marks=pytest.mark.skipif(__import__("importlib").util.find_spec("llama_cpp") is None,
+                                          reason="llama-cpp-python is not installed")),
     pytest.param(["--backend", "vllm"], "vllm is not installed",
                  marks=pytest.mark.skipif(__import__("importlib").util.find_spec("vllm") is not None,
                                           reason="vllm is installed")),
@@ -206,7 +212,10 @@ def test_vllm_worker_plumbing_against_a_stand_in_engine(tiny_folder, data_dir, t
     fake = types.ModuleType("vllm")
     fake.LLM, fake.SamplingParams, fake.__version__ = LLM, SamplingParams, "stand-in"
     fake.__spec__ = importlib.machinery.ModuleSpec("vllm", None)
+    platforms = types.ModuleType("vllm.platforms")  # a CUDA build's platform
+    platforms.current_platform = types.SimpleNamespace(is_cpu=lambda: False, device_type="cuda")
     monkeypatch.setitem(sys.modules, "vllm", fake)
+    monkeypatch.setitem(sys.modules, "vllm.platforms", platforms)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "stand-in GPU")
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: 3 * 2**20)

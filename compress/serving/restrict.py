@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 from compress.errors import CompressError
-from compress.plan import Option
 from compress.serving.targets import GGUF_DEFAULT_OPTIONS, Target
 
 

