@@ -144,6 +144,10 @@ def cmd_run(args: argparse.Namespace, config) -> int:
             checked = stats["allocation"]["checked"]
             print(f"plan -> {stats['allocation']['chosen']}: KL on held-out calibration rows "
                   + ", ".join(f"{n} {v:.4f}" for n, v in checked.items()))
+    elif stats["method"] == "gguf":
+        types = ", ".join(f"{t} {n / 1e6:.1f}M" for t, n in stats["types"].items())
+        print(f"{stats['file']}: stored bits per decoder weight {stats['effective_bits']:.3f} ({types} decoder "
+              f"weights), {stats['size_bytes'] / 2**20:.1f} MiB, re-quantized from {stats['source']}")
     else:
         print(f"unquantized ({stats['dtype']}), size {stats['size_bytes'] / 2**20:.1f} MiB")
     if "ppl_after" in stats:

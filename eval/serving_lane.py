@@ -43,7 +43,11 @@ BUILDS = {  # name: (target, engines that load it, extra `compress run` argument
                                                                         "--max-windows", "0"]),
     "llama.cpp-f16": ("llama.cpp", ["llama.cpp"], ["--bits", "16"]),
     "llama.cpp-q4_0": ("llama.cpp", ["llama.cpp"], ["--bits", "4"]),
-    "llama.cpp-mixed5.5": ("llama.cpp", ["llama.cpp"], ["--avg-bits", "5.5"]),
+    # without q4_1: the bundled source is a Q4_1 GGUF, so q4_1 re-quantizes it losslessly and the allocator
+    # takes it everywhere (measured: all q4_1, 5.0 b, perplexity unchanged); this shows a real per-tensor mix
+    "llama.cpp-mixed5.5": ("llama.cpp", ["llama.cpp"], ["--options", "q4_0,q5_0,q8_0", "--avg-bits", "5.5"]),
+    # the plain alternative at the same bytes: every Linear q5_0 (5.5 b), as llama.cpp's own MOSTLY_Q5_0
+    "llama.cpp-q5_0": ("llama.cpp", ["llama.cpp"], ["--options", "q5_0", "--avg-bits", "5.5"]),
 }
 MIXED_PLAN = "gptqmodel-mixed3.25/plan.json"
 REFUSALS = {  # name: (target, arguments): refused in one line before anything is quantized
@@ -108,15 +112,67 @@ def engines(work: Path, inputs: Path) -> dict:
     return results
 
 
+BENCH = ["--input-len", "128", "--output-len", "64", "--repeats", "5", "--warmup", "1"]
+BENCHES = {  # out folder: (python, model, baseline, backend, batch sizes): each output against the float model
+    "bench-vllm-cpu-4bit": ("vllm-cpu", "vllm-cpu-4bit", "fp16", "vllm", "1,8"),
+    "bench-vllm-cpu-mixed4.5": ("vllm-cpu", "vllm-cpu-mixed4.5", "fp16", "vllm", "1,8"),
+    "bench-llama.cpp-q4_0": (None, "llama.cpp-q4_0", "llama.cpp-f16", "llama.cpp", "1"),
+    "bench-llama.cpp-mixed5.5": (None, "llama.cpp-mixed5.5", "llama.cpp-f16", "llama.cpp", "1"),
+}
+
+
+def bench(work: Path, out: Path) -> None:
+    """`compress bench --backend vllm|llama.cpp` of each output against the float model in the same engine, the
+    same invocation (vLLM from the vllm-cpu venv; llama.cpp needs llama-cpp-python where compress runs)."""
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2"}
+    for name, (venv, model, baseline, backend, batches) in BENCHES.items():
+        if (out / name / "bench.json").exists():
+            continue
+        python = str(ROOT / PYTHON[venv]) if venv else sys.executable
+        print(f"[lane] {name}", flush=True)
+        subprocess.run([python, "-m", "compress", "bench", str(work / model), "--baseline", str(work / baseline),
+                        "--backend", backend, "--batch-sizes", batches, *BENCH, "--out", str(out / name)],
+                       env=env, check=True)
+
+
+EVAL = ["--tasks", "arc_easy,piqa,boolq", "--limit", "200", "--max-length", "1024"]
+
+
+def eval_backends(work: Path, out: Path) -> dict:
+    """`compress eval --backend vllm` (lm-eval's VLLM class, vllm-cpu venv) against `--backend hf` (this env) on
+    the same tasks and documents, for the float folder and the 4-bit one: |Δacc| against the stderr."""
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2"}
+    rows = []
+    for model in ("fp16", "vllm-cpu-4bit"):
+        records = {}
+        for backend, python in (("hf", sys.executable), ("vllm", str(ROOT / PYTHON["vllm-cpu"]))):
+            folder = out / f"eval-{backend}-{model}"
+            if not (folder / "eval.json").exists():
+                print(f"[lane] eval {backend} {model}", flush=True)
+                subprocess.run([python, "-m", "compress", "eval", str(work / model), "--backend", backend, *EVAL,
+                                "--out", str(folder)], env=env, check=True)
+            records[backend] = json.loads((folder / "eval.json").read_text())["tasks"]
+        for task, hf in records["hf"].items():
+            metric = hf["primary"]
+            a, b = hf["metrics"][metric], records["vllm"][task]["metrics"][metric]
+            rows.append({"model": model, "task": task, "metric": metric, "hf": a["value"], "vllm": b["value"],
+                         "delta": b["value"] - a["value"], "stderr": a["stderr"],
+                         "within_stderr": abs(b["value"] - a["value"]) <= a["stderr"], "docs": hf["samples"]})
+    (out / "eval_backends.json").write_text(json.dumps(rows, indent=1) + "\n")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="runs/serving")
     parser.add_argument("--out", default="eval/results/serving")
-    parser.add_argument("--step", choices=("build", "engines", "all"), default="all")
+    parser.add_argument("--step", choices=("build", "engines", "bench", "eval", "all"), default="all")
     args = parser.parse_args()
     work, out = Path(args.work).resolve(), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
+    if args.step in ("bench", "eval"):
+        return bench(work, out) if args.step == "bench" else print(json.dumps(eval_backends(work, out), indent=1))
     builds = build(work) if args.step in ("build", "all") else json.loads((work / "builds.json").read_text())
     if args.step == "build":
         return
@@ -125,6 +181,9 @@ def main() -> None:
     inputs = lane_inputs(work)
     measured = engines(work, inputs)
     report(builds, measured, work, out, versions())
+    if args.step == "all":
+        bench(work, out)
+        eval_backends(work, out)
 
 
 if __name__ == "__main__":

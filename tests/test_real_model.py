@@ -245,3 +245,33 @@ def test_opt_rtn_checkpoint_holds_the_weights_the_allocator_costed(smollm2, data
         nll = [torch.nn.functional.cross_entropy(m(input_ids=ids[None]).logits[0, :-1].float(), ids[1:]).item()
                for m in (quantized, stored.to(quantized.dtype))]
     assert abs(nll[0] - nll[1]) < 0.1  # GPTQModel's kernels compute the stored weights (bf16 aside)
+
+
+def test_llama_cpp_target_writes_a_gguf_whose_types_follow_the_plan(tmp_path, data_dir, capsys):
+    """`compress run --target llama.cpp` with a plan that removes a layer and mixes types: model.gguf holds the
+    kept blocks renumbered, each Linear at its unit's type (q5_0/q8_0 chosen per unit), the rest F16/F32, and
+    the weights it stores are the ones apply_ggml rounds to in torch (the perplexity after is measured on them)."""
+    import json
+
+    from gguf import GGUFReader
+
+    from compress.model import layer_count
+
+    rows = [{"index": i, "bits": 8, "units": {"qkv": "q8_0" if i == 0 else "q5_0",
+             "o": "q4_0", "gate_up": "q4_1", "down": "q8_0"}} for i in range(30)]
+    rows[29] = {"index": 29, "skip": True}
+    (tmp_path / "plan.json").write_text(json.dumps({"format": 1, "layers": rows}))
+    out = tmp_path / "gguf"
+    assert main(["run", "--target", "llama.cpp", "--plan", str(tmp_path / "plan.json"), "--max-windows", "1",
+                 "--calib-samples", "2", "--calib-seq-len", "32", "--data-dir", str(data_dir), "--out", str(out)]) == 0
+    assert "model.gguf: stored bits per decoder weight" in capsys.readouterr().out
+    reader = GGUFReader(out / "model.gguf")
+    types = {t.name: t.tensor_type.name for t in reader.tensors}
+    assert types["blk.0.attn_q.weight"] == "Q8_0" and types["blk.1.attn_k.weight"] == "Q5_0"
+    assert types["blk.3.attn_output.weight"] == "Q4_0" and types["blk.3.ffn_up.weight"] == "Q4_1"
+    assert types["blk.28.ffn_down.weight"] == "Q8_0" and "blk.29.attn_q.weight" not in types
+    assert types["token_embd.weight"] == "F16" and types["blk.0.attn_norm.weight"] == "F32"
+    assert int(reader.get_field("llama.block_count").parts[-1][0]) == 29
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["layers"]["removed"] == [29] and stats["ppl_after"]["ppl"] > stats["ppl_before"]["ppl"]
+    assert layer_count(str(out / "model.gguf")) == 29  # transformers reads it back

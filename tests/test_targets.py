@@ -29,7 +29,8 @@ def test_each_target_loads_what_its_engine_computes():
     assert names({QKV: Option(3, 64), DOWN: Option(4, 64)}) == ["gptqmodel"]  # vLLM's TYPE_MAP: 4/8 sym only
     assert names({QKV: Option(4, 64, False), DOWN: Option(4, 64, False)}) == ["gptqmodel", "transformers"]
     assert names({QKV: None, DOWN: Option(4, 64)}) == ["gptqmodel", "vllm", "vllm-cpu"]  # "-:" dynamic rules
-    assert names({QKV: Option(4, None), DOWN: Option(4, None)}) == ["vllm", "vllm-cpu"]  # GPTQModel CPU int4
+    assert names({QKV: Option(4, None), DOWN: Option(4, None)}) == []  # GPTQModel CPU int4; vLLM: desc_act
+    assert names({QKV: Option(8, None), DOWN: Option(8, None)}) == ["gptqmodel", "transformers"]
     assert len(names({QKV: None, DOWN: None})) == len(TARGETS)  # a float folder
     gguf = {QKV: Option.parse("q4_0"), DOWN: Option.parse("q8_0")}
     assert [t.split(" (")[0] for t in loading_targets(gguf, "gguf")] == ["llama.cpp"]
@@ -55,6 +56,8 @@ def test_mixed_options_are_narrowed_to_the_target():
         restrict_bits(BitsConfig(bits="3"), TARGETS["llama.cpp"])
     with pytest.raises(CompressError, match="one option for the whole checkpoint"):
         restrict_bits(BitsConfig(), TARGETS["transformers"])
+    with pytest.raises(CompressError, match="refuses act-order"):
+        restrict_bits(BitsConfig(), TARGETS["vllm-cpu"], desc_act=True)
     with pytest.raises(CompressError, match="serves none of the options 3b-g64"):
         restrict_bits(BitsConfig(options=("3b-g64",)), TARGETS["vllm"])
 
@@ -104,6 +107,14 @@ def test_vllm_tables_match_vllms_own_validation():
     config = _vllm_config(4, True, {r"+:.*\.0\.mlp\.down_proj": {"bits": 3}})
     with pytest.raises(ValueError, match="bits=3"):  # a per-module rule is checked the same way
         override_config(config, "model.layers.0.mlp.down_proj")
+    # why per channel is off the vLLM tables: compress writes it with desc_act, which grouped rules inherit
+    from compress.quant.gptq_config import column_order
+    from vllm.model_executor.layers.quantization.utils.gptq_utils import normalize_and_validate_gptq_desc_act
+
+    assert column_order(Option(4, None))["desc_act"] is True
+    with pytest.raises(ValueError, match="desc_act=True"):
+        normalize_and_validate_gptq_desc_act(True, -1, {r"+:.*\.0\.mlp\.down_proj": {"group_size": 64}})
+    assert normalize_and_validate_gptq_desc_act(False, 64, {r"+:.*": {"group_size": 32}}) is False
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
@@ -124,5 +135,16 @@ def test_vllm_cpu_table_matches_its_cpu_kernel():
                                              weight_type=quant_type, act_type=torch.bfloat16, group_size=group,
                                              zero_points=False)
                 ok, _ = CPUWNA16LinearKernel.can_implement(config)
-                option = Option(bits, None if group == -1 else group, sym)
+                if group == -1:  # the kernel takes it; compress's per-channel GPTQ (desc_act) is refused earlier
+                    continue
+                option = Option(bits, group, sym)
                 assert ok == (cpu.refuses(option, shape[1], shape[0]) is None), (bits, group, shape)
+
+
+def test_readme_serving_table_is_the_target_tables():
+    from pathlib import Path
+
+    from compress.serving.targets import targets_markdown
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert targets_markdown() in readme, "README's serving table is stale: paste targets_markdown()'s output"

