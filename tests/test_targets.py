@@ -50,6 +50,9 @@ def test_mixed_options_are_narrowed_to_the_target():
     assert restrict_bits(BitsConfig(), TARGETS["llama.cpp"]).options == ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0")
     assert "3b" not in "".join(restrict_bits(BitsConfig(), TARGETS["vllm"]).options)
     assert restrict_bits(BitsConfig(), TARGETS["gptqmodel"]) == BitsConfig()
+    # --avg-bits left at 3.25, below all these serve: the target's measured budget; a given budget is kept
+    assert [restrict_bits(BitsConfig(), TARGETS[t]).avg_bits for t in ("llama.cpp", "vllm-cpu")] == [5.5, 4.5]
+    assert restrict_bits(BitsConfig(avg_bits=6.0), TARGETS["llama.cpp"]).avg_bits == 6.0
     with pytest.raises(CompressError, match="vllm-cpu loads no 8-bit weights"):
         restrict_bits(BitsConfig(bits="8"), TARGETS["vllm-cpu"])
     with pytest.raises(CompressError, match="llama.cpp loads no 3-bit"):

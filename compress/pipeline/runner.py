@@ -50,7 +50,8 @@ class RunConfig:
     target: str = setting("gptqmodel", "the engine that must load the output; the plan is restricted to what it "
                           "serves: gptqmodel (every option), vllm (GPU: 4/8-bit symmetric), vllm-cpu (4-bit "
                           "symmetric), transformers (one option for the whole checkpoint), llama.cpp (writes "
-                          "model.gguf: q4_0/q4_1/q5_0/q5_1/q8_0 per tensor); tables: compress/serving/targets.py",
+                          "model.gguf: q4_0/q4_1/q5_0/q5_1/q8_0 per tensor); tables: compress/serving/targets.py; "
+                          "--avg-bits left at 3.25 becomes 5.5 for llama.cpp, 4.5 for vllm and vllm-cpu",
                           choices=tuple(TARGETS))
 
     def __post_init__(self) -> None:
