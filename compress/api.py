@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from compress.evaluation.perplexity import Perplexity
     from compress.training.train import FinetuneResult
     from compress.pipeline.runner import RunResult
+    from compress.recipes.execute import RecipeResult
     from compress.scores import LayerScores
 
 BUNDLED = "SmolLM2-135M-Instruct (bundled default)"
@@ -144,6 +145,17 @@ def bench(model: str | None = None, config: BenchConfig = BenchConfig(), *, out:
 
     return run_bench(model, config, baseline=baseline, data_dir=data_dir, out=Path(out) if out else None,
                      trust_remote_code=trust_remote_code, overwrite=overwrite)
+
+
+def recipe(recipe: str | Path | dict, *, out: str | Path, data_dir: str | Path | None = None,
+           progress: bool = True) -> RecipeResult:
+    """`compress run RECIPE.yaml`: the recipe's stages into out/NN-<stage>/, skipping those whose fingerprint
+    is current (compress.recipes). `recipe`: a YAML file, or the same structure as a dict."""
+    from compress.recipes.execute import run_recipe
+    from compress.recipes.spec import load_recipe, parse_recipe
+
+    spec = parse_recipe(recipe) if isinstance(recipe, dict) else load_recipe(recipe)
+    return run_recipe(spec, out, data_dir=data_dir, progress=progress)
 
 
 def report(runs: Sequence[str | Path], *, out: str | Path | None = None, overwrite: bool = False) -> Path:

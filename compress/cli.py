@@ -59,8 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _command(sub, "score", "per-layer scores (alpha, LIM/BI/angular, ZD): table, CSV, JSON, PNG", api.ScoreConfig,
              cmd_score, _model_option, "output folder, new or empty (default: runs/score-<model>)")
-    _command(sub, "run", "score -> per-layer bits -> GPTQ checkpoint (gptqmodel), ppl before/after", api.RunConfig,
-             cmd_run, _model_option, "output folder, new or empty (default: runs/run-<model>-<bits>)")
+    r = _command(sub, "run", "score -> per-layer bits -> GPTQ checkpoint (gptqmodel), ppl before/after; or a "
+                 "recipe: compress run RECIPE.yaml", api.RunConfig, cmd_run, _model_option,
+                 "output folder, new or empty (default: runs/run-<model>-<bits>); for a recipe, its folder "
+                 "(default: runs/<recipe name>), rerun to resume")
+    r.add_argument("recipe", nargs="?", default=None, help="a recipe file (pipelines/*.yaml): its stages, eval and "
+                   "bench in order, each stage skipped when its folder is up to date")
     _command(sub, "finetune", "fine-tune with heavy-tail-guided layerwise learning rates (LLR) or one LR",
              api.FinetuneConfig, cmd_finetune, _model_option,
              "output folder, new or empty (default: runs/finetune-<model>-<policy>)")
@@ -109,6 +113,8 @@ def cmd_score(args: argparse.Namespace, config) -> int:
 
 
 def cmd_run(args: argparse.Namespace, config) -> int:
+    if args.recipe is not None:
+        return _cmd_recipe(args, config)
     bits, depth = config.bits, config.depth
     label = bits.bits if bits.bits != "mixed" else f"mixed{bits.avg_bits:g}-" + (
         "units" if bits.per_unit else bits.scorer)
@@ -155,6 +161,18 @@ def cmd_run(args: argparse.Namespace, config) -> int:
         print(f"WikiText-2 perplexity ({after['windows']} windows of {after['seq_len']}): {before['ppl']:.3f} "
               f"before, {after['ppl']:.3f} after")
     print(f"wrote {out}")
+    return 0
+
+
+def _cmd_recipe(args: argparse.Namespace, config) -> int:
+    if config != api.RunConfig() or args.model is not None or args.overwrite:
+        raise CompressError(f"{args.recipe} carries the settings: give the recipe with --out (and --data-dir) only, "
+                            f"or write the settings into it")
+    out = Path(args.out) if args.out else Path("runs") / Path(args.recipe).stem
+    result = api.recipe(args.recipe, out=out, data_dir=args.data_dir)
+    ran = sum(s["ran"] for s in result.stages)
+    print(f"wrote {out}: {len(result.stages)} stages ({ran} run, {len(result.stages) - ran} up to date), "
+          f"recipe.yaml, {result.report.name}")
     return 0
 
 

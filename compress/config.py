@@ -157,3 +157,61 @@ class Parser(argparse.ArgumentParser):
             where, _, what = message[len("argument "):].partition(": ")
             message = f"{where.split('/')[-1]} {what}"
         raise CompressError(message)
+
+
+# ---- configs from plain mappings (recipes) ----------------------------------------------------------------
+
+def flat_settings(cls: type) -> dict[str, tuple[str, ...]]:
+    """{setting name: field path} of `cls` and its nested configs, e.g. RunConfig's "avg_bits" -> ("bits",
+    "avg_bits"). The names are the CLI's (--avg-bits), so they are unique across the nesting."""
+    hints = typing.get_type_hints(cls)
+    out: dict[str, tuple[str, ...]] = {}
+    for field in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[field.name]):
+            out.update({name: (field.name, *path) for name, path in flat_settings(hints[field.name]).items()})
+        else:
+            out[field.name] = (field.name,)
+    return out
+
+
+def build_flat(cls: type[T], values: Mapping[str, Any]) -> T:
+    """`cls` from flat setting names (nested configs' settings by their own names, as on the CLI). A string
+    for a non-string setting is parsed as the CLI parses it ("2,3,4,8", "none"); a number for a string
+    setting (bits: 4) is its text. Unknown names are refused with the valid ones."""
+    names = flat_settings(cls)
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise CompressError(f"unknown setting {', '.join(unknown)}; valid: {', '.join(names)}")
+    return _build_nested(cls, {names[k]: v for k, v in values.items()})
+
+
+def _build_nested(cls: type[T], values: dict[tuple[str, ...], Any]) -> T:
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):
+        kind = hints[field.name]
+        if dataclasses.is_dataclass(kind):
+            inner = {path[1:]: v for path, v in values.items() if path[0] == field.name}
+            if inner:
+                kwargs[field.name] = _build_nested(kind, inner)
+        elif (field.name,) in values:
+            kwargs[field.name] = _coerce(kind, field.name, values[(field.name,)])
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise CompressError(f"{cls.__name__}: {e}") from e
+
+
+def _coerce(kind: Any, name: str, value: Any) -> Any:
+    """A YAML value as the setting's type: numbers to text for str settings, text parsed like the CLI."""
+    base = next((a for a in typing.get_args(kind) if a is not type(None)), kind)
+    if base is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str) and base is not str:
+        try:
+            return _parser(kind)(value)
+        except argparse.ArgumentTypeError as e:
+            raise CompressError(f"{name} {e}") from None
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value

@@ -4,15 +4,38 @@ file (and the line, for JSONL), never a traceback: not UTF-8, empty, not JSON, t
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 from compress.errors import CompressError
 
 
+# Files read while a recording is on (recorded_reads): a recipe stage's fingerprint hashes the data it read.
+_RECORDING: list[set[Path]] = []
+
+
+@contextmanager
+def recorded_reads() -> Iterator[set[Path]]:
+    """Collect the absolute paths of the files read through read_text (and note_read) inside the block."""
+    reads: set[Path] = set()
+    _RECORDING.append(reads)
+    try:
+        yield reads
+    finally:
+        _RECORDING.remove(reads)
+
+
+def note_read(path: str | Path) -> None:
+    """Record a file read by other means (e.g. the task files lm-eval opens) for recorded_reads."""
+    for reads in _RECORDING:
+        reads.add(Path(path).resolve())
+
+
 def read_text(path: str | Path, what: str = "file") -> str:
     """The UTF-8 text of `path`; refuses a missing, unreadable, non-UTF-8 or empty (whitespace only) file."""
     path = Path(path)
+    note_read(path)
     try:
         data = path.read_bytes()
     except FileNotFoundError:

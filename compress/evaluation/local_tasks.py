@@ -78,10 +78,13 @@ def check_tasks(names: list[str] | tuple[str, ...], local: bool) -> list[str]:
 
 def check_task_files(names: list[str], data_root: Path) -> None:
     """Every data file the tasks read exists (one error naming the first missing one and its task)."""
+    from compress.files import note_read
+
     for name in names:
         for relative in LOCAL_TASKS[name]:
             if not (data_root / relative).is_file():
                 raise CompressError(f"task {name} needs {relative} in the data dir {data_root}: it is missing")
+            note_read(data_root / relative)  # lm-eval reads it: a recipe's fingerprint hashes it
 
 
 def render_tasks(names: list[str], data_root: Path, into: Path) -> Path:

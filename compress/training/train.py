@@ -11,7 +11,8 @@ Healing (a model with layers removed, or one to be quantized): `lora_rank` train
 Linear instead of the weights (LLR then sets each adapter's LR from the α of the base weight it adapts) and
 saves the merged, ordinary checkpoint; `qlora` loads the base in bitsandbytes 4-bit NF4 first (CPU or CUDA)
 and saves the adapter (adapter_config.json + adapter_model.safetensors, loadable with peft's
-AutoPeftModelForCausalLM), since a merge into 4-bit weights would round the update away.
+AutoPeftModelForCausalLM), since a merge into 4-bit weights would round the update away; with `merge` it also
+merges the adapter into the float model it came from and saves that (what a recipe's next stage quantizes).
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class FinetuneConfig:
                              "then merge them (healing a reduced model)", flag="--lora", metavar="RANK", minimum=0)
     qlora: bool = setting(False, "LoRA on a bitsandbytes 4-bit NF4 base (rank 16 unless --lora says); saves the "
                           "adapter")
+    merge: bool = setting(False, "QLoRA: also merge the adapter into the float model it came from and save that "
+                          "ordinary checkpoint (the adapter stays in adapter/), so it can be quantized next")
     device: str = setting("auto", "auto (CUDA when present), cpu, cuda or cuda:N; training runs in float32")
 
     def __post_init__(self) -> None:
@@ -188,7 +191,10 @@ def run_finetune(model_spec: str | None, config: FinetuneConfig = FinetuneConfig
     with staged_folder(out) as tmp:
         if config.lora_rank and not config.qlora:
             model = model.merge_and_unload()  # LoRA folded into the weights: an ordinary checkpoint
-        model.save_pretrained(tmp)  # QLoRA: the adapter only
+        elif config.qlora and config.merge:
+            model.save_pretrained(tmp / "adapter")
+            model = merge_adapter(model_spec, tmp / "adapter", device)
+        model.save_pretrained(tmp)  # QLoRA without merge: the adapter only
         tokenizer.save_pretrained(tmp)
         (tmp / "lr_log.json").write_text(json.dumps(result["lr_log"]))
         plot_lr_heatmap(result["lr_log"], tmp / "lr_heatmap.png")
@@ -198,6 +204,17 @@ def run_finetune(model_spec: str | None, config: FinetuneConfig = FinetuneConfig
             {"command": "finetune", "model": model_spec or "SmolLM2-135M-Instruct (bundled default)",
              "config": asdict(config), "device": device, "versions": versions()}, indent=1))
     return FinetuneResult(out, result["train_loss"], result["eval"], result["seconds"], result["lr_log"], device)
+
+
+def merge_adapter(model_spec: str | None, adapter: Path, device: str):
+    """The float model of `model_spec` with the (QLoRA) adapter saved in `adapter` merged into its weights: the
+    update learnt against the NF4 base, applied to the float weights (QLoRA paper's deployment path)."""
+    from peft import PeftModel
+
+    from compress.model import load_model
+
+    base, _ = load_model(model_spec, device=device)
+    return PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
 
 
 def _preflight(model_spec: str | None, config: FinetuneConfig, out: Path, device: str) -> None:
@@ -240,10 +257,18 @@ def _load_for_training(model_spec: str | None, config: FinetuneConfig, device: s
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
     if config.lora_rank:
-        try:
-            from peft import LoraConfig, get_peft_model
-        except ImportError as e:
-            raise CompressError("--lora needs peft: pip install 'compress[finetune]'") from e
-        model = get_peft_model(model, LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank,
-                                                 target_modules="all-linear", lora_dropout=0.0, task_type="CAUSAL_LM"))
+        import torch
+
+        torch.manual_seed(config.seed)  # the adapters' initialisation
+        model = add_lora(model, config.lora_rank)
     return model, tokenizer
+
+
+def add_lora(model, rank: int):
+    """`model` wrapped with peft LoRA adapters of `rank` on every Linear (lora_alpha = 2·rank, no dropout)."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as e:
+        raise CompressError("--lora needs peft: pip install 'compress[finetune]'") from e
+    return get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear",
+                                            lora_dropout=0.0, task_type="CAUSAL_LM"))

@@ -1,0 +1,182 @@
+"""Running a recipe: DIR/01-<stage>/, DIR/02-<stage>/, ... (each an ordinary model folder written all or nothing
+by its command), eval.json / bench.json in the last one, DIR/recipe.yaml (every setting resolved) and
+DIR/report.md (`compress report` over the stage folders).
+
+Resumable: a stage folder holds fingerprint.json (compress.recipes.fingerprint). A rerun skips each stage whose
+folder holds a fingerprint equal to the one it would have now (same input, settings, package versions and data
+files), and runs everything from the first stage that differs or is missing. A stage killed mid-way left only a
+temporary folder beside its own (its command removes it, saying so); a folder without fingerprint.json is run
+again, whatever it holds.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from compress.recipes.spec import Recipe
+
+FINGERPRINT = "fingerprint.json"
+
+
+@dataclass(frozen=True)
+class RecipeResult:
+    out: Path
+    stages: list[dict]  # per stage: name, folder, fingerprint, ran (False: up to date, skipped), summary
+    final: Path  # the last stage's folder (holds eval.json / bench.json)
+    report: Path
+
+
+def run_recipe(recipe: Recipe, out: str | Path, data_dir=None, progress: bool = True) -> RecipeResult:
+    from compress.data import data_dir as resolve_data_dir
+    from compress.outputs import claim_output
+    from compress.recipes.fingerprint import model_hash, package_versions
+
+    root = resolve_data_dir(data_dir)
+    out = claim_output(Path(out), overwrite=True, records=("recipe.yaml", "report.md"))  # one run per DIR
+    out.mkdir(parents=True, exist_ok=True)
+    _write(out / "recipe.yaml", resolved_yaml(recipe))
+    source, versions, model, dirty = model_hash(recipe.model), package_versions(), recipe.model, False
+    done = []
+    for i, stage in enumerate(recipe.stages, 1):
+        folder = out / f"{i:02d}-{stage.name}"
+        head = f"[{i}/{len(recipe.stages)}] {stage.name} -> {folder}"
+        config = _settings(stage.config)
+        saved = None if dirty else _current(folder / FINGERPRINT, stage.name, source, config, versions)
+        if saved is not None:
+            print(f"{head}: up to date (fingerprint {saved['fingerprint'][:12]}), skipped", flush=True)
+            done.append({"name": stage.name, "folder": folder, "fingerprint": saved["fingerprint"], "ran": False,
+                         "summary": saved.get("summary", "")})
+        else:
+            dirty = True
+            print(f"{head}" + (": changed or incomplete, running again" if folder.exists() else ""), flush=True)
+            summary, data = _run_stage(stage, model, folder, out, root, progress)
+            saved = _record(stage.name, source, config, versions, data, summary)
+            _write(folder / FINGERPRINT, json.dumps(saved, indent=1) + "\n")
+            print(f"{head}: {summary}", flush=True)
+            done.append({"name": stage.name, "folder": folder, "fingerprint": saved["fingerprint"], "ran": True,
+                         "summary": summary})
+        source, model = saved["fingerprint"], str(folder)
+    final = Path(model)
+    _finish(recipe, final, source, versions, root, out, dirty, progress)
+    from compress.reporting.folders import write_report
+
+    report = write_report([d["folder"] for d in done], out, overwrite=True)
+    return RecipeResult(out, done, final, report)
+
+
+def _run_stage(stage, model, folder: Path, out: Path, root, progress: bool) -> tuple[str, dict]:
+    """Run one stage, recording the data files it reads; (summary line, {file: sha256})."""
+    from compress.files import recorded_reads
+    from compress.recipes.fingerprint import data_hashes
+    from compress.recipes.stages import run_operation
+
+    with recorded_reads() as reads:
+        summary = run_operation(stage.name, model, stage.config, folder, root, progress)
+    return summary, data_hashes(_data_files(reads, out, model))
+
+
+def _data_files(reads: set[Path], out: Path, model: str | None) -> list[Path]:
+    """The files read that are data: not the recipe's own folders, the model read, or compress's model cache."""
+    from compress.model.gguf import cache_dir
+
+    skip = [out.resolve(), cache_dir().resolve()]
+    if model is not None and Path(model).expanduser().is_dir():
+        skip.append(Path(model).expanduser().resolve())
+    return [p for p in reads if not any(p == s or s in p.parents for s in skip)]
+
+
+def _record(stage: str, source: str, config: dict, versions: dict, data: dict, summary: str = "") -> dict:
+    from compress.recipes.fingerprint import fingerprint
+
+    return {"fingerprint": fingerprint(stage, source, config, versions, data), "stage": stage, "input": source,
+            "config": config, "versions": versions, "data": data, "summary": summary}
+
+
+def _current(path: Path, stage: str, source: str, config: dict, versions: dict) -> dict | None:
+    """The saved record at `path` when it is what this stage would record now (data files hashed again)."""
+    from compress.recipes.fingerprint import data_hashes, fingerprint
+
+    try:
+        saved = json.loads(path.read_text())
+        data = data_hashes(saved["data"])
+        return saved if fingerprint(stage, source, config, versions, data) == saved["fingerprint"] else None
+    except (OSError, ValueError, KeyError, TypeError):  # missing or damaged: not trusted
+        return None
+
+
+def _finish(recipe: Recipe, final: Path, source: str, versions: dict, root, out: Path, dirty: bool,
+            progress: bool) -> None:
+    """eval / bench of the last stage's model against the recipe's model, each skipped when its record in the
+    last folder is current (FINGERPRINT's "finish" entries)."""
+    from compress.files import recorded_reads
+
+    if not recipe.finish:
+        return
+    path = final / FINGERPRINT
+    record = json.loads(path.read_text())
+    baseline = recipe.model or _bundled()
+    for name, config in recipe.finish.items():
+        settings, saved = _settings(config), record.setdefault("finish", {}).get(name)
+        head = f"[{name}] {final.name} vs {Path(baseline).name}"
+        if not dirty and saved and (final / f"{name}.json").is_file():
+            current = _current_finish(saved, name, source, settings, versions)
+            if current:
+                print(f"{head}: up to date, skipped", flush=True)
+                continue
+        with recorded_reads() as reads:
+            _run_finish(name, str(final), config, baseline, root)
+        from compress.recipes.fingerprint import data_hashes
+
+        record["finish"][name] = _record(name, source, settings, versions,
+                                         data_hashes(_data_files(reads, out, str(final))))
+        _write(path, json.dumps(record, indent=1) + "\n")
+        print(f"{head}: wrote {final / (name + '.json')}", flush=True)
+
+
+def _current_finish(saved: dict, name: str, source: str, settings: dict, versions: dict) -> bool:
+    from compress.recipes.fingerprint import data_hashes, fingerprint
+
+    return fingerprint(name, source, settings, versions, data_hashes(saved["data"])) == saved["fingerprint"]
+
+
+def _run_finish(name: str, final: str, config, baseline: str, root) -> None:
+    if name == "eval":
+        from compress.evaluation.lmeval import run_eval
+
+        run_eval(final, config, baseline=baseline, data_dir=root, out=Path(final), overwrite=True)
+    else:
+        from compress.benchmark.command import run_bench
+
+        run_bench(final, config, baseline=baseline, data_dir=root, out=Path(final), overwrite=True)
+
+
+def _bundled() -> str:
+    from compress.model.gguf import default_gguf_path
+
+    return str(default_gguf_path())
+
+
+def _settings(config) -> dict[str, Any]:
+    from compress.recipes.stages import resolved
+
+    return resolved(config)
+
+
+def resolved_yaml(recipe: Recipe) -> str:
+    """The recipe with every setting written out: loading it again gives the same configs."""
+    import yaml
+
+    data: dict[str, Any] = {"model": recipe.model,
+                            "stages": [{s.name: _settings(s.config)} for s in recipe.stages]}
+    data.update({name: _settings(config) for name, config in recipe.finish.items()})
+    return (f"# resolved from {recipe.source} by compress: every setting of every stage\n"
+            + yaml.safe_dump(data, sort_keys=False, default_flow_style=False))
+
+
+def _write(path: Path, text: str) -> None:
+    from compress.outputs import write_file
+
+    write_file(path, text, overwrite=True)
