@@ -130,9 +130,9 @@ def cmd_run(args: argparse.Namespace, config) -> int:
               f" MiB with the embeddings and norms in fp16\nloads in: {', '.join(stats['serving'])}\nnothing "
               f"quantized or written (drop --dry-run to run it into {out})")
         return 0
-    from compress.pipeline.dry_run import unit_columns
+    from compress.pipeline.dry_run import score_column, unit_columns
 
-    print(plan.table(_score_column(plan, result.scores, result.skip_scores, bits.scorer) | unit_columns(plan)))
+    print(plan.table(score_column(plan, result.scores, result.skip_scores, bits.scorer) | unit_columns(plan)))
     layers = stats["layers"]
     if layers["removed"]:
         print(f"removed {len(layers['removed'])} of {layers['before']} layers: {layers['removed']}")
@@ -171,25 +171,17 @@ def _cmd_recipe(args: argparse.Namespace, config) -> int:
     out = Path(args.out) if args.out else Path("runs") / Path(args.recipe).stem
     result = api.recipe(args.recipe, out=out, data_dir=args.data_dir)
     ran = sum(s["ran"] for s in result.stages)
-    print(f"wrote {out}: {len(result.stages)} stages ({ran} run, {len(result.stages) - ran} up to date), "
-          f"recipe.yaml, {result.report.name}")
+    if not result.rank:  # else another process of accelerate launch: the main one reports
+        print(f"wrote {out}: {len(result.stages)} stages ({ran} run, {len(result.stages) - ran} up to date), "
+              f"recipe.yaml, {result.report.name}")
     return 0
-
-
-def _score_column(plan, scores, skip_scores, scorer: str) -> dict:
-    """The score to print beside the plan (indexed by the plan's rows = the original layers): the one the
-    removal used, else, when nothing was removed, the one the bit plan used."""
-    if skip_scores is not None:
-        return {"bi": skip_scores["bi"]}
-    if scores is None or plan.skipped:
-        return {}
-    column = {"lim": "lim", "bi": "bi", "angular": "angular_1"}.get(scorer, scorer)
-    return {column: scores[column]} if column in scores.columns else {}
 
 
 def cmd_finetune(args: argparse.Namespace, config) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"finetune-{model_slug(args.model)}-{config.lr_policy}"
     result = api.finetune(args.model, config, out=out, data_dir=args.data_dir, overwrite=args.overwrite)
+    if result.rank:  # data-parallel under accelerate launch: the main process reports
+        return 0
     (first_step, first), (last_step, last) = result.eval[0], result.eval[-1]
     print(f"eval loss (WikiText-2 test, {config.eval_windows} x {config.seq_len} tokens): {first:.4f} at step "
           f"{first_step}, {last:.4f} at step {last_step}; {result.seconds:.0f} s")

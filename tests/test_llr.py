@@ -224,3 +224,31 @@ def test_quantized_checkpoint_is_refused_for_training(tmp_path, data_dir, capsys
     (folder / "config.json").write_text(json.dumps(config))
     assert main(["finetune", "--model", str(folder), "--data-dir", str(data_dir), "--out", str(tmp_path / "x")]) == 2
     assert "is a quantized checkpoint" in capsys.readouterr().err
+
+
+def test_qlora_merge_saves_the_float_model_with_the_adapter_merged(data_dir, tmp_path):
+    pytest.importorskip("bitsandbytes")
+    from transformers import AutoModelForCausalLM
+
+    from compress.model import is_quantized_folder
+
+    folder = _folder64(tmp_path)
+    out = tmp_path / "merged"
+    assert main(["finetune", "--model", str(folder), "--data-dir", str(data_dir), "--steps", "2", "--qlora",
+                 "--merge", "--lr", "1e-2", "--batch-size", "2", "--seq-len", "32", "--eval-every", "2",
+                 "--out", str(out)]) == 0
+    assert (out / "adapter" / "adapter_model.safetensors").is_file() and not is_quantized_folder(out)
+    merged = AutoModelForCausalLM.from_pretrained(out)  # an ordinary float checkpoint: the next stage quantizes it
+    original = AutoModelForCausalLM.from_pretrained(folder)
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    assert merged.model.layers[0].mlp.up_proj.weight.dtype == torch.float32
+    from safetensors.torch import load_file
+
+    adapter = load_file(out / "adapter" / "adapter_model.safetensors")
+    a, b = (next(v for k, v in adapter.items() if f"layers.0.mlp.up_proj.lora_{x}" in k) for x in "AB")
+    config = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    delta = merged.model.layers[0].mlp.up_proj.weight - original.model.layers[0].mlp.up_proj.weight
+    # the float weights moved by exactly the adapter's update B·A·(alpha/r), not re-rounded to NF4
+    assert delta.abs().max() > 0
+    torch.testing.assert_close(delta, b @ a * (config["lora_alpha"] / config["r"]), atol=1e-6, rtol=1e-4)
+    assert torch.equal(merged.model.norm.weight, original.model.norm.weight)

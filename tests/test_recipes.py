@@ -141,3 +141,12 @@ def test_recipe_chains_stages_skips_what_is_current_and_reruns_from_a_change(tin
 
     fresh = api.recipe(_recipe(tmp_path, tiny5, stages), out=tmp_path / "fresh", data_dir=data_dir, progress=False)
     assert _weights(fresh.out) == after  # same recipe, seed, machine: the same bytes, GPTQ included
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parents[1].glob("pipelines/*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_recipes_are_valid(path):
+    from compress.recipes.spec import load_recipe
+
+    recipe = load_recipe(path)
+    assert recipe.stages[-1].name == "quantize" and set(recipe.finish) == {"eval", "bench"}

@@ -62,3 +62,14 @@ def unit_columns(plan: Plan) -> dict[str, list[str]]:
     names = list(dict.fromkeys(name for d in plan.layers for name, _ in d.units))
     return {name: [dict(d.units)[name].label if name in dict(d.units) else "" for d in plan.layers]
             for name in names}
+
+
+def score_column(plan, scores, skip_scores, scorer: str) -> dict:
+    """The score to print beside the plan (indexed by the plan's rows = the original layers): the one the
+    removal used, else, when nothing was removed, the one the bit plan used."""
+    if skip_scores is not None:
+        return {"bi": skip_scores["bi"]}
+    if scores is None or plan.skipped:
+        return {}
+    column = {"lim": "lim", "bi": "bi", "angular": "angular_1"}.get(scorer, scorer)
+    return {column: scores[column]} if column in scores.columns else {}

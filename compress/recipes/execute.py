@@ -19,6 +19,7 @@ from typing import Any
 from compress.recipes.spec import Recipe
 
 FINGERPRINT = "fingerprint.json"
+TRAINING = ("finetune", "heal")  # stages every process of `accelerate launch` runs together
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class RecipeResult:
     stages: list[dict]  # per stage: name, folder, fingerprint, ran (False: up to date, skipped), summary
     final: Path  # the last stage's folder (holds eval.json / bench.json)
     report: Path
+    rank: int = 0  # this process under accelerate launch (0: the main one, which wrote everything)
 
 
 def run_recipe(recipe: Recipe, out: str | Path, data_dir=None, progress: bool = True) -> RecipeResult:
@@ -34,37 +36,53 @@ def run_recipe(recipe: Recipe, out: str | Path, data_dir=None, progress: bool = 
     from compress.outputs import claim_output
     from compress.recipes.fingerprint import model_hash, package_versions
 
-    root = resolve_data_dir(data_dir)
-    out = claim_output(Path(out), overwrite=True, records=("recipe.yaml", "report.md"))  # one run per DIR
-    out.mkdir(parents=True, exist_ok=True)
-    _write(out / "recipe.yaml", resolved_yaml(recipe))
+    from compress.training.distributed import is_main, share
+
+    root, main = resolve_data_dir(data_dir), is_main()
+    out = Path(out)
+    if main:  # under accelerate launch every process runs this loop; the main one decides and writes
+        claim_output(out, overwrite=True, records=("recipe.yaml", "report.md"))  # one run per DIR
+        out.mkdir(parents=True, exist_ok=True)
+        _write(out / "recipe.yaml", resolved_yaml(recipe))
     source, versions, model, dirty = model_hash(recipe.model), package_versions(), recipe.model, False
     done = []
     for i, stage in enumerate(recipe.stages, 1):
         folder = out / f"{i:02d}-{stage.name}"
         head = f"[{i}/{len(recipe.stages)}] {stage.name} -> {folder}"
         config = _settings(stage.config)
-        saved = None if dirty else _current(folder / FINGERPRINT, stage.name, source, config, versions)
-        if saved is not None:
-            print(f"{head}: up to date (fingerprint {saved['fingerprint'][:12]}), skipped", flush=True)
-            done.append({"name": stage.name, "folder": folder, "fingerprint": saved["fingerprint"], "ran": False,
-                         "summary": saved.get("summary", "")})
+        saved = share(None if dirty or not main else _current(folder / FINGERPRINT, stage.name, source, config,
+                                                               versions))
+        ran = saved is None
+        if not ran:
+            _say(main, f"{head}: up to date (fingerprint {saved['fingerprint'][:12]}), skipped")
         else:
             dirty = True
-            print(f"{head}" + (": changed or incomplete, running again" if folder.exists() else ""), flush=True)
-            summary, data = _run_stage(stage, model, folder, out, root, progress)
-            saved = _record(stage.name, source, config, versions, data, summary)
-            _write(folder / FINGERPRINT, json.dumps(saved, indent=1) + "\n")
-            print(f"{head}: {summary}", flush=True)
-            done.append({"name": stage.name, "folder": folder, "fingerprint": saved["fingerprint"], "ran": True,
-                         "summary": summary})
+            _say(main, head + (": changed or incomplete, running again" if folder.exists() else ""))
+            if main or stage.name in TRAINING:  # data-parallel training takes every process
+                summary, data = _run_stage(stage, model, folder, out, root, progress)
+            if main:
+                saved = _record(stage.name, source, config, versions, data, summary)
+                _write(folder / FINGERPRINT, json.dumps(saved, indent=1) + "\n")
+                _say(main, f"{head}: {summary}")
+            saved = share(saved)
+        done.append({"name": stage.name, "folder": folder, "fingerprint": saved["fingerprint"], "ran": ran,
+                     "summary": saved.get("summary", "")})
         source, model = saved["fingerprint"], str(folder)
     final = Path(model)
+    if not main:
+        from compress.training.distributed import world
+
+        return RecipeResult(out, done, final, out / "report.md", world()[0])
     _finish(recipe, final, source, versions, root, out, dirty, progress)
     from compress.reporting.folders import write_report
 
     report = write_report([d["folder"] for d in done], out, overwrite=True)
     return RecipeResult(out, done, final, report)
+
+
+def _say(main: bool, line: str) -> None:
+    if main:
+        print(line, flush=True)
 
 
 def _run_stage(stage, model, folder: Path, out: Path, root, progress: bool) -> tuple[str, dict]:

@@ -112,6 +112,7 @@ def finetune(model, tokenizer, config: FinetuneConfig, data_root=None, progress:
     from compress.training.schedule import LayerwiseLR, alpha_sources, param_groups
     from compress.training.lr_map import lr_policy
     from compress.training.optim import build_optimizer
+    from compress.training.distributed import Parallel
     from compress.evaluation.perplexity import calibration_nll
 
     source = TRAIN_DATA.get(config.data, config.data)
@@ -126,7 +127,8 @@ def finetune(model, tokenizer, config: FinetuneConfig, data_root=None, progress:
     scheduler = LayerwiseLR(optimizer, lr_policy(config.lr_policy, *config.ratio), config.steps,
                             round(config.warmup * config.steps), config.every, config.until, config.ramp,
                             sources=alpha_sources(model))
-    device = next(model.parameters()).device
+    parallel = Parallel(str(next(model.parameters()).device), config.batch_size)  # DDP under accelerate launch
+    wrapped, stepper = parallel.prepare(model, optimizer)  # `model` is trained in place (the scheduler's groups)
 
     def evaluate() -> float:
         model.eval()
@@ -138,16 +140,18 @@ def finetune(model, tokenizer, config: FinetuneConfig, data_root=None, progress:
     losses = []
     started = time.perf_counter()
     bar = tqdm(batches(train, config.batch_size, config.steps, config.seed), total=config.steps,
-               desc=f"finetune ({config.lr_policy}, {config.optimizer})", unit="step", disable=not progress)
+               desc=f"finetune ({config.lr_policy}, {config.optimizer})", unit="step",
+               disable=not (progress and parallel.is_main))
     model.train()
     for step, batch in enumerate(bar, start=1):
-        batch = batch.to(device)
-        loss = model(input_ids=batch, labels=batch, use_cache=False).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
+        batch = parallel.rows(batch).to(parallel.device)
+        loss = wrapped(input_ids=batch, labels=batch, use_cache=False).loss
+        parallel.backward(loss)
+        parallel.clip(model.parameters(), config.grad_clip)
+        stepper.step()
         scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        stepper.zero_grad(set_to_none=True)
+        loss = parallel.mean(loss)
         losses.append(loss.item())
         if not torch.isfinite(loss):
             raise CompressError(f"the loss diverged at step {step} (lr {config.lr:g}, {config.lr_policy}): "
@@ -170,6 +174,7 @@ class FinetuneResult:
     seconds: float
     lr_log: dict = field(repr=False)  # every group's LR at every step, α at each recomputation
     device: str = "cpu"
+    rank: int = 0  # this process under accelerate launch (0: the main one, which wrote `out`)
 
 
 def run_finetune(model_spec: str | None, config: FinetuneConfig = FinetuneConfig(), out: str | Path = "runs/finetune",
@@ -181,13 +186,19 @@ def run_finetune(model_spec: str | None, config: FinetuneConfig = FinetuneConfig
     from compress.outputs import claim_output, staged_folder
     from compress.provenance import versions
 
-    device = resolve_device(config.device)
+    from compress.training.distributed import is_main, local_device, world
+
+    device = local_device(resolve_device(config.device))
     check_model_spec(model_spec)
-    out = claim_output(out, overwrite=overwrite, source=model_spec)
+    out = claim_output(out, overwrite=overwrite, source=model_spec) if is_main() else Path(out)
     root = resolve_data_dir(data_dir)
-    _preflight(model_spec, config, out, device)
+    if is_main():
+        _preflight(model_spec, config, out, device)
     model, tokenizer = _load_for_training(model_spec, config, device)
     result = finetune(model, tokenizer, config, root, progress=progress)
+    if not is_main():  # data-parallel: the main process writes the folder
+        return FinetuneResult(out, result["train_loss"], result["eval"], result["seconds"], result["lr_log"], device,
+                              world()[0])
     with staged_folder(out) as tmp:
         if config.lora_rank and not config.qlora:
             model = model.merge_and_unload()  # LoRA folded into the weights: an ordinary checkpoint
@@ -202,7 +213,7 @@ def run_finetune(model_spec: str | None, config: FinetuneConfig = FinetuneConfig
             {"train_loss": result["train_loss"], "eval": result["eval"], "seconds": result["seconds"]}, indent=1))
         (tmp / "settings.json").write_text(json.dumps(
             {"command": "finetune", "model": model_spec or "SmolLM2-135M-Instruct (bundled default)",
-             "config": asdict(config), "device": device, "versions": versions()}, indent=1))
+             "config": asdict(config), "device": device, "processes": world()[1], "versions": versions()}, indent=1))
     return FinetuneResult(out, result["train_loss"], result["eval"], result["seconds"], result["lr_log"], device)
 
 
