@@ -12,13 +12,14 @@ returning a typed result:
     report(folders, out=)            -> Path              `compress report`
     ppl(model, PplConfig())          -> Perplexity        `compress ppl`
     generate(model, GenerateConfig(), prompt=) -> Generation  `compress generate`
+    recipe(path_or_dict, out=)       -> RecipeResult      `compress run RECIPE.yaml`
 
 Submodules import torch lazily, so `import compress` stays cheap.
 """
 
 __version__ = "0.1.0"
 
-from compress.api import bench, evaluate, finetune, generate, ppl, report, run, score
+from compress.api import bench, evaluate, finetune, generate, ppl, recipe, report, run, score
 from compress.benchmark.config import BenchConfig
 from compress.bits.planner import BitsConfig
 from compress.depth.choose import DepthConfig
@@ -35,4 +36,4 @@ from compress.scores import LayerScores
 
 __all__ = ["BenchConfig", "BitsConfig", "CompressError", "DepthConfig", "EvalConfig", "FinetuneConfig",
            "GPTQConfig", "GenerateConfig", "LayerDecision", "LayerScores", "Plan", "PplConfig", "RunConfig",
-           "ScoreConfig", "bench", "evaluate", "finetune", "generate", "ppl", "report", "run", "score"]
+           "ScoreConfig", "bench", "evaluate", "finetune", "generate", "ppl", "recipe", "report", "run", "score"]
