@@ -101,7 +101,8 @@ def run_operation(name: str, model: str | None, config, out: Path, data_dir, pro
     from compress.pipeline.runner import run
 
     stats = run(model, config, out, data_dir=data_dir, progress=progress, overwrite=True).stats
-    text = f"{stats.get('effective_bits', 16):.3f} bits per decoder weight, {stats['size_bytes'] / 2**20:.1f} MiB"
+    text = (f"unquantized ({stats['dtype']})" if stats["method"] == "none" else
+            f"{stats['effective_bits']:.3f} bits per decoder weight") + f", {stats['size_bytes'] / 2**20:.1f} MiB"
     if stats["layers"]["removed"]:
         text += f", layers {stats['layers']['removed']} removed"
     if "ppl_after" in stats:
