@@ -10,6 +10,8 @@ SmolLM2-135M-Instruct with 25 % of its decoder layers removed by Block Influence
     lora-llr       the same, each adapter's LR from its base weight's α (LLR, [η, 5η])
     full-uniform   every weight trained, one LR η_full                  (compress finetune --lr-policy uniform)
     full-llr       the same with LLR
+    *-uniformmean  control: uniform at the mean LR LLR gave the matrices after the warm-up (seed 0's run), so
+                   "LLR wins" cannot be just "a larger average LR wins"
 
 After training (LoRA merged into the weights) each healed model's perplexity on 4 WikiText-2 test windows of
 2048 tokens (the windows `compress run` measures) is recorded beside the removed and the full model's, and the
@@ -48,6 +50,23 @@ def arms(steps: int, seeds: int, lora_lr: float, full_lr: float) -> list[tuple[s
             for policy in ("uniform", "llr"):
                 out.append((f"{kind}-{policy}-seed{seed}", FinetuneConfig(
                     lr=lr, lr_policy=policy, steps=steps, seed=seed, lora_rank=rank, eval_every=10, device="cpu")))
+    return out
+
+
+def mean_lr_arms(results: dict, steps: int, seeds: int) -> list[tuple[str, FinetuneConfig]]:
+    """The control for "LLR only raises the LR": uniform at the mean LR LLR gave the matrices right after the
+    warm-up (step steps/10, schedule factor 1) in seed 0, for each kind whose LLR run exists."""
+    import statistics
+
+    out = []
+    for kind, rank in (("lora", 16), ("full", 0)):
+        llr = results["runs"].get(f"{kind}-llr-seed0")
+        if llr is None:
+            continue
+        lr = statistics.mean(llr["lr_at"][str(steps // 10)])
+        out += [(f"{kind}-uniformmean-seed{seed}", FinetuneConfig(
+            lr=lr, lr_policy="uniform", steps=steps, seed=seed, lora_rank=rank, eval_every=10, device="cpu"))
+            for seed in range(seeds)]
     return out
 
 
@@ -95,7 +114,8 @@ def train_stage(args, results: dict, path: Path) -> None:
             "removed_ppl": perplexity(base, test_ids, max_windows=PPL_WINDOWS, progress=False).ppl,
             "removed_layers": json.loads((removed / "stats.json").read_text())["layers"]["removed"]}
         del full
-    for name, config in arms(args.steps, args.seeds, args.lora_lr, args.full_lr):
+    for name, config in arms(args.steps, args.seeds, args.lora_lr, args.full_lr) + mean_lr_arms(
+            results, args.steps, args.seeds):
         if name in results["runs"] or (args.only and name not in args.only):
             continue
         record, model = heal(base, tokenizer, config, root, test_ids)
@@ -115,12 +135,20 @@ def lmeval_stage(args, results: dict, path: Path) -> None:
 
     work = Path(args.work)
     config = EvalConfig(limit=args.limit, max_length=2048)
+    full = Path(args.full) if args.full else work / "full"
+    if not (full / "config.json").is_file():  # the bundled model as a folder: its eval.json is evaluated once
+        from compress.model import load_model
+
+        model, tokenizer = load_model(None)
+        model.save_pretrained(full)
+        tokenizer.save_pretrained(full)
+    api.evaluate(str(full), config, data_dir=args.data_dir, out=full, overwrite=True)  # reused when there
     names = ["removed"] + [n for n in results["runs"] if (work / n).is_dir()]
     for name in names:
         if name in results.setdefault("lmeval", {}) or (args.only and name not in args.only):
             continue
         folder = work / name
-        result = api.evaluate(str(folder), config, baseline=args.full, data_dir=args.data_dir,
+        result = api.evaluate(str(folder), config, baseline=str(full), data_dir=args.data_dir,
                               out=work / f"eval-{name}", overwrite=True)
         record = result.to_dict() if hasattr(result, "to_dict") else dict(result.__dict__)
         mean, count = mean_recovery(record)
@@ -140,7 +168,8 @@ def main() -> None:
     parser.add_argument("--lora-lr", type=float, default=5e-4)
     parser.add_argument("--full-lr", type=float, default=1e-4)
     parser.add_argument("--limit", type=int, default=200, help="lm-eval documents per task")
-    parser.add_argument("--full", default=None, help="the full model (default: the bundled SmolLM2)")
+    parser.add_argument("--full", default=None, help="the full model as a folder (default: the bundled SmolLM2 "
+                        "saved under --work/full; its eval.json is evaluated once and reused)")
     parser.add_argument("--only", nargs="*", default=None, help="run only these names")
     args = parser.parse_args()
     out = Path(args.out)

@@ -150,3 +150,22 @@ def test_shipped_recipes_are_valid(path):
 
     recipe = load_recipe(path)
     assert recipe.stages[-1].name == "quantize" and set(recipe.finish) == {"eval", "bench"}
+
+
+def test_qlora_heal_and_opt_rtn_stages_are_byte_identical_across_runs(tiny5, data_dir, tmp_path, gptqmodel):
+    pytest.importorskip("bitsandbytes")
+    pytest.importorskip("auto_round")
+    from compress import api
+
+    stages = ["heal: {qlora: true, lora_rank: 4, steps: 2, batch_size: 2, seq_len: 32, eval_every: 2, "
+              "eval_windows: 2}",
+              "quantize: {bits: 4, group_size: 32, rounding: opt-rtn, calib_samples: 4, calib_seq_len: 32, "
+              "ppl_windows: 0}"]
+    runs = [api.recipe(_recipe(tmp_path, tiny5, stages), out=tmp_path / name, data_dir=data_dir, progress=False)
+            for name in ("a", "b")]
+    assert (tmp_path / "a" / "01-heal" / "adapter" / "adapter_model.safetensors").is_file()
+    assert _weights(runs[0].out) == _weights(runs[1].out) and len(_weights(runs[0].out)) == 3
+    stats = [json.loads((r.final / "stats.json").read_text()) for r in runs]
+    assert stats[0]["method"] == "opt-rtn"
+    assert {k: v for k, v in stats[0].items() if "seconds" not in k} == \
+           {k: v for k, v in stats[1].items() if "seconds" not in k}
