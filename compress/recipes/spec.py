@@ -57,6 +57,8 @@ def load_recipe(path: str | Path) -> Recipe:
 
 def parse_recipe(data: Any, source: str = "<mapping>", node=None) -> Recipe:
     """A Recipe from the loaded YAML (or a dict from Python); `node` (yaml.compose's tree) gives line numbers."""
+    from compress.config import build_flat
+    from compress.model import check_model_spec
     from compress.recipes.stages import FINISH, check_stage, input_kind, output_kind, stage_config
 
     def fail(path: tuple, message: str):
@@ -72,8 +74,6 @@ def parse_recipe(data: Any, source: str = "<mapping>", node=None) -> Recipe:
     if model is not None and not isinstance(model, str):
         raise fail(("model",), "model must be a hub id, a folder or a .gguf path (or null for the bundled one)")
     try:
-        from compress.model import check_model_spec
-
         check_model_spec(model)
     except CompressError as e:
         raise fail(("model",), str(e)) from None
@@ -102,8 +102,6 @@ def parse_recipe(data: Any, source: str = "<mapping>", node=None) -> Recipe:
             continue
         values = data.get(name) or {}
         try:
-            from compress.config import build_flat
-
             if not isinstance(values, dict):
                 raise CompressError("its settings must be a mapping")
             finish[name] = build_flat(cls, values)
