@@ -14,6 +14,7 @@ from compress import api
 from compress.config import Parser, add_arguments, from_args
 from compress.errors import CompressError
 from compress.outputs import model_slug
+from compress.training.distributed import close
 
 # Columns shown in the printed table (all columns are in scores.csv / scores.json).
 _TABLE_COLUMNS = ("alpha", "alpha_median", "lim", "bi", "angular_1", "zd", "max_abs_over_std", "sensitivity")
@@ -273,7 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         config = from_args(args.config_class, args) if args.config_class else None
-        return args.handler(args, config)
+        code = args.handler(args, config)
+        close()  # under accelerate launch: every process leaves the process group before exiting
+        return code
     except CompressError as e:
         if debug:
             raise

@@ -15,8 +15,9 @@ SmolLM2-135M-Instruct with 25 % of its decoder layers removed by Block Influence
 
 After training (LoRA merged into the weights) each healed model's perplexity on 4 WikiText-2 test windows of
 2048 tokens (the windows `compress run` measures) is recorded beside the removed and the full model's, and the
-healed folder is kept under --work for the lm-eval stage (`--stage lmeval`: the 8 default tasks, `--limit`
-documents each, recovery against the full model). Resumable: each finished run is stored in OUT/results.json.
+healed model is evaluated with lm-eval at once (the 8 default tasks, `--limit` documents each, recovery against
+the full model; `--no-lmeval` skips it, `--stage lmeval` evaluates the healed folders still under --work later).
+Resumable: each finished run is stored in OUT/results.json.
 Run alone (two torch jobs on 2 cores slow each other many-fold):
 
     COMPRESS_DATA_DIR=../shared/data python eval/bench_heal.py --out eval/results/healing            # train
@@ -114,6 +115,8 @@ def train_stage(args, results: dict, path: Path) -> None:
             "removed_ppl": perplexity(base, test_ids, max_windows=PPL_WINDOWS, progress=False).ppl,
             "removed_layers": json.loads((removed / "stats.json").read_text())["layers"]["removed"]}
         del full
+    if args.lmeval and "removed" not in results.get("lmeval", {}):
+        lmeval_one(args, results, path, "removed")
     for name, config in arms(args.steps, args.seeds, args.lora_lr, args.full_lr) + mean_lr_arms(
             results, args.steps, args.seeds):
         if name in results["runs"] or (args.only and name not in args.only):
@@ -126,35 +129,52 @@ def train_stage(args, results: dict, path: Path) -> None:
         path.write_text(json.dumps(results))
         print(f"{name}: eval {record['eval'][0][1]:.4f} -> {record['eval'][-1][1]:.4f}, ppl {record['ppl']:.2f}, "
               f"{record['seconds']:.0f} s", flush=True)
+        if args.lmeval:  # at once: the healed folders under --work do not outlive the machine
+            lmeval_one(args, results, path, name)
 
 
-def lmeval_stage(args, results: dict, path: Path) -> None:
-    """lm-eval (the 8 default tasks, --limit docs) of the removed and every healed model, against the full one."""
+def full_folder(args) -> Path:
+    """The full model as a folder with its own eval.json (evaluated once, then reused): lm-eval's baseline."""
     from compress import api
-    from compress.evaluation.lmeval import EvalConfig, mean_recovery
 
-    work = Path(args.work)
-    config = EvalConfig(limit=args.limit, max_length=2048)
-    full = Path(args.full) if args.full else work / "full"
-    if not (full / "config.json").is_file():  # the bundled model as a folder: its eval.json is evaluated once
+    full = Path(args.full) if args.full else Path(args.work) / "full"
+    if not (full / "config.json").is_file():
         from compress.model import load_model
 
         model, tokenizer = load_model(None)
         model.save_pretrained(full)
         tokenizer.save_pretrained(full)
-    api.evaluate(str(full), config, data_dir=args.data_dir, out=full, overwrite=True)  # reused when there
-    names = ["removed"] + [n for n in results["runs"] if (work / n).is_dir()]
-    for name in names:
-        if name in results.setdefault("lmeval", {}) or (args.only and name not in args.only):
-            continue
-        folder = work / name
-        result = api.evaluate(str(folder), config, baseline=str(full), data_dir=args.data_dir,
-                              out=work / f"eval-{name}", overwrite=True)
-        record = result.to_dict() if hasattr(result, "to_dict") else dict(result.__dict__)
-        mean, count = mean_recovery(record)
-        results["lmeval"][name] = {"mean_recovery": mean, "tasks": count, "eval": record}
-        path.write_text(json.dumps(results))
-        print(f"{name}: mean recovery {mean:.1f} % over {count} tasks", flush=True)
+    api.evaluate(str(full), lmeval_config(args), data_dir=args.data_dir, out=full, overwrite=True)  # reused
+    return full
+
+
+def lmeval_config(args):
+    from compress.evaluation.lmeval import EvalConfig
+
+    return EvalConfig(limit=args.limit, max_length=2048)
+
+
+def lmeval_one(args, results: dict, path: Path, name: str) -> None:
+    """lm-eval (the 8 default tasks, --limit docs) of --work/NAME against the full model, stored in results."""
+    from compress import api
+    from compress.evaluation.lmeval import mean_recovery
+
+    work = Path(args.work)
+    result = api.evaluate(str(work / name), lmeval_config(args), baseline=str(full_folder(args)),
+                          data_dir=args.data_dir, out=work / f"eval-{name}", overwrite=True)
+    record = result.to_dict() if hasattr(result, "to_dict") else dict(result.__dict__)
+    mean, count = mean_recovery(record)
+    results.setdefault("lmeval", {})[name] = {"mean_recovery": mean, "tasks": count, "eval": record}
+    path.write_text(json.dumps(results))
+    print(f"{name}: mean recovery {mean:.1f} % over {count} tasks", flush=True)
+
+
+def lmeval_stage(args, results: dict, path: Path) -> None:
+    """lm-eval of the removed and every healed model still under --work that has no lm-eval record yet."""
+    work = Path(args.work)
+    for name in ["removed"] + [n for n in results["runs"] if (work / n).is_dir()]:
+        if name not in results.get("lmeval", {}) and not (args.only and name not in args.only):
+            lmeval_one(args, results, path, name)
 
 
 def main() -> None:
@@ -170,6 +190,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=200, help="lm-eval documents per task")
     parser.add_argument("--full", default=None, help="the full model as a folder (default: the bundled SmolLM2 "
                         "saved under --work/full; its eval.json is evaluated once and reused)")
+    parser.add_argument("--no-lmeval", dest="lmeval", action="store_false",
+                        help="train only (default: lm-eval each healed model right after its training)")
     parser.add_argument("--only", nargs="*", default=None, help="run only these names")
     args = parser.parse_args()
     out = Path(args.out)

@@ -36,7 +36,7 @@ def run_recipe(recipe: Recipe, out: str | Path, data_dir=None, progress: bool = 
     from compress.outputs import claim_output
     from compress.recipes.fingerprint import model_hash, package_versions
 
-    from compress.training.distributed import is_main, share
+    from compress.training.distributed import close, is_main, share, world
 
     root, main = resolve_data_dir(data_dir), is_main()
     out = Path(out)
@@ -50,8 +50,8 @@ def run_recipe(recipe: Recipe, out: str | Path, data_dir=None, progress: bool = 
         folder = out / f"{i:02d}-{stage.name}"
         head = f"[{i}/{len(recipe.stages)}] {stage.name} -> {folder}"
         config = _settings(stage.config)
-        saved = share(None if dirty or not main else _current(folder / FINGERPRINT, stage.name, source, config,
-                                                               versions))
+        saved = None if dirty or not main else _saved(folder / FINGERPRINT)
+        saved = share(saved if _is_current(saved, stage.name, source, config, versions) else None)
         ran = saved is None
         if not ran:
             _say(main, f"{head}: up to date (fingerprint {saved['fingerprint'][:12]}), skipped")
@@ -70,13 +70,13 @@ def run_recipe(recipe: Recipe, out: str | Path, data_dir=None, progress: bool = 
         source, model = saved["fingerprint"], str(folder)
     final = Path(model)
     if not main:
-        from compress.training.distributed import world
-
+        close()  # waits for the main process's eval / bench / report
         return RecipeResult(out, done, final, out / "report.md", world()[0])
     _finish(recipe, final, source, versions, root, out, dirty, progress)
     from compress.reporting.folders import write_report
 
     report = write_report([d["folder"] for d in done], out, overwrite=True)
+    close()
     return RecipeResult(out, done, final, report)
 
 
@@ -86,14 +86,20 @@ def _say(main: bool, line: str) -> None:
 
 
 def _run_stage(stage, model, folder: Path, out: Path, root, progress: bool) -> tuple[str, dict]:
-    """Run one stage, recording the data files it reads; (summary line, {file: sha256})."""
-    from compress.files import recorded_reads
-    from compress.recipes.fingerprint import data_hashes
+    """Run one stage; (summary line, {data file: sha256} of what it read)."""
     from compress.recipes.stages import run_operation
 
+    return _recorded(lambda: run_operation(stage.name, model, stage.config, folder, root, progress), out, model)
+
+
+def _recorded(call, out: Path, model: str | None) -> tuple[object, dict]:
+    """(call(), {file: sha256} of the data files it read)."""
+    from compress.files import recorded_reads
+    from compress.recipes.fingerprint import data_hashes
+
     with recorded_reads() as reads:
-        summary = run_operation(stage.name, model, stage.config, folder, root, progress)
-    return summary, data_hashes(_data_files(reads, out, model))
+        result = call()
+    return result, data_hashes(_data_files(reads, out, model))
 
 
 def _data_files(reads: set[Path], out: Path, model: str | None) -> list[Path]:
@@ -113,15 +119,21 @@ def _record(stage: str, source: str, config: dict, versions: dict, data: dict, s
             "config": config, "versions": versions, "data": data, "summary": summary}
 
 
-def _current(path: Path, stage: str, source: str, config: dict, versions: dict) -> dict | None:
-    """The saved record at `path` when it is what this stage would record now (data files hashed again)."""
+def _is_current(saved, stage: str, source: str, config: dict, versions: dict) -> bool:
+    """Whether a saved record is what this stage would record now (its data files hashed again); a missing or
+    damaged record is not trusted."""
     from compress.recipes.fingerprint import data_hashes, fingerprint
 
     try:
-        saved = json.loads(path.read_text())
-        data = data_hashes(saved["data"])
-        return saved if fingerprint(stage, source, config, versions, data) == saved["fingerprint"] else None
-    except (OSError, ValueError, KeyError, TypeError):  # missing or damaged: not trusted
+        return fingerprint(stage, source, config, versions, data_hashes(saved["data"])) == saved["fingerprint"]
+    except (KeyError, TypeError):
+        return False
+
+
+def _saved(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
         return None
 
 
@@ -129,8 +141,6 @@ def _finish(recipe: Recipe, final: Path, source: str, versions: dict, root, out:
             progress: bool) -> None:
     """eval / bench of the last stage's model against the recipe's model, each skipped when its record in the
     last folder is current (FINGERPRINT's "finish" entries)."""
-    from compress.files import recorded_reads
-
     if not recipe.finish:
         return
     path = final / FINGERPRINT
@@ -139,25 +149,13 @@ def _finish(recipe: Recipe, final: Path, source: str, versions: dict, root, out:
     for name, config in recipe.finish.items():
         settings, saved = _settings(config), record.setdefault("finish", {}).get(name)
         head = f"[{name}] {final.name} vs {Path(baseline).name}"
-        if not dirty and saved and (final / f"{name}.json").is_file():
-            current = _current_finish(saved, name, source, settings, versions)
-            if current:
-                print(f"{head}: up to date, skipped", flush=True)
-                continue
-        with recorded_reads() as reads:
-            _run_finish(name, str(final), config, baseline, root)
-        from compress.recipes.fingerprint import data_hashes
-
-        record["finish"][name] = _record(name, source, settings, versions,
-                                         data_hashes(_data_files(reads, out, str(final))))
+        if not dirty and (final / f"{name}.json").is_file() and _is_current(saved, name, source, settings, versions):
+            print(f"{head}: up to date, skipped", flush=True)
+            continue
+        _, data = _recorded(lambda: _run_finish(name, str(final), config, baseline, root), out, str(final))
+        record["finish"][name] = _record(name, source, settings, versions, data)
         _write(path, json.dumps(record, indent=1) + "\n")
         print(f"{head}: wrote {final / (name + '.json')}", flush=True)
-
-
-def _current_finish(saved: dict, name: str, source: str, settings: dict, versions: dict) -> bool:
-    from compress.recipes.fingerprint import data_hashes, fingerprint
-
-    return fingerprint(name, source, settings, versions, data_hashes(saved["data"])) == saved["fingerprint"]
 
 
 def _run_finish(name: str, final: str, config, baseline: str, root) -> None:

@@ -186,7 +186,7 @@ def run_finetune(model_spec: str | None, config: FinetuneConfig = FinetuneConfig
     from compress.outputs import claim_output, staged_folder
     from compress.provenance import versions
 
-    from compress.training.distributed import is_main, local_device, world
+    from compress.training.distributed import is_main, local_device, wait, world
 
     device = local_device(resolve_device(config.device))
     check_model_spec(model_spec)
@@ -197,6 +197,7 @@ def run_finetune(model_spec: str | None, config: FinetuneConfig = FinetuneConfig
     model, tokenizer = _load_for_training(model_spec, config, device)
     result = finetune(model, tokenizer, config, root, progress=progress)
     if not is_main():  # data-parallel: the main process writes the folder
+        wait()
         return FinetuneResult(out, result["train_loss"], result["eval"], result["seconds"], result["lr_log"], device,
                               world()[0])
     with staged_folder(out) as tmp:
@@ -214,6 +215,7 @@ def run_finetune(model_spec: str | None, config: FinetuneConfig = FinetuneConfig
         (tmp / "settings.json").write_text(json.dumps(
             {"command": "finetune", "model": model_spec or "SmolLM2-135M-Instruct (bundled default)",
              "config": asdict(config), "device": device, "processes": world()[1], "versions": versions()}, indent=1))
+    wait()  # the others return once the folder is written
     return FinetuneResult(out, result["train_loss"], result["eval"], result["seconds"], result["lr_log"], device)
 
 
