@@ -47,6 +47,33 @@ def speedups(results: dict) -> list[tuple]:
     return sorted(rows, key=lambda r: (r[0] != "lora", r[1], r[2]))
 
 
+def per_arm(results: dict) -> list[str]:
+    """Mean over the seeds of each arm (± half the spread between seeds): the headline table."""
+    import statistics
+
+    def cell(values: list[float], fmt: str) -> str:
+        if not values:
+            return "–"
+        spread = f" ± {(max(values) - min(values)) / 2:{fmt}}" if len(values) > 1 else ""
+        return f"{statistics.mean(values):{fmt}}{spread}"
+
+    ref, lmeval = results["reference"], results.get("lmeval", {})
+    lines = ["| arm | seeds | final eval loss | ppl after | ppl loss won back % | lm-eval mean recovery % |",
+             "|---|---|---|---|---|---|",
+             f"| no healing | – | – | {ref['removed_ppl']:.2f} | 0 | "
+             f"{cell([lmeval['removed']['mean_recovery']] if 'removed' in lmeval else [], '.1f')} |"]
+    for key, label in ARMS.items():
+        names = [n for n in results["runs"] if arm(n) == key]
+        if not names:
+            continue
+        runs = [results["runs"][n] for n in names]
+        recs = [lmeval[n]["mean_recovery"] for n in names if n in lmeval]
+        lines.append(f"| {label} | {len(names)} | {cell([r['eval'][-1][1] for r in runs], '.4f')} | "
+                     f"{cell([r['ppl'] for r in runs], '.2f')} | {cell([won_back(ref, r['ppl']) for r in runs], '.1f')}"
+                     f" | {cell(recs, '.1f')}{f' ({len(recs)} seeds)' if recs and len(recs) < len(names) else ''} |")
+    return lines
+
+
 def markdown(results: dict) -> str:
     ref = results["reference"]
     any_run = next(iter(results["runs"].values()))["config"]
@@ -55,6 +82,7 @@ def markdown(results: dict) -> str:
              f"{any_run['batch_size']} × {any_run['seq_len']} tokens of WikiText-2 valid; eval loss = mean NLL on 16 "
              f"held-out windows of 256 tokens of WikiText-2 raw test; perplexity = 4 WikiText-2 test windows of 2048 "
              f"(as `compress run`). Full model {ref['full_ppl']:.2f}, removed {ref['removed_ppl']:.2f}.", "",
+             "Per arm, mean over seeds (± half the spread):", "", *per_arm(results), "", "Per run:", "",
              "| run | η | eval loss at 0 | final | best | ppl after | ppl loss won back | seconds |",
              "|---|---|---|---|---|---|---|---|",
              f"| no healing | – | – | – | – | {ref['removed_ppl']:.2f} | 0 % | – |"]
