@@ -97,6 +97,28 @@ def test_saved_results_are_reused_when_the_settings_match(tiny_folder, data_dir,
     assert saved_results(str(tiny_folder), ["arc_easy"], {**settings, "backend": "vllm"}, data_dir) == {}
 
 
+def test_a_gguf_models_scores_are_kept_in_the_user_cache(tmp_path, monkeypatch, data_dir):
+    from compress.evaluation.eval_cache import remember, saved_results
+
+    monkeypatch.setenv("COMPRESS_CACHE_DIR", str(tmp_path / "cache"))
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF one")
+    settings, record = {"limit": 3, "max_length": None}, {"acc,none": 0.5}
+    assert saved_results(str(gguf), ["arc_easy"], settings, data_dir) == {}
+    remember(str(gguf), {"arc_easy": record}, settings, data_dir)
+    remember(str(gguf), {"boolq": record}, settings, data_dir)  # merged with what is kept
+    assert saved_results(str(gguf), ["arc_easy", "boolq", "piqa"], settings, data_dir) == {
+        "arc_easy": record, "boolq": record}
+    assert saved_results(str(gguf), ["arc_easy"], {"limit": 5, "max_length": None}, data_dir) == {}
+    remember(str(gguf), {"piqa": record}, {"limit": 5, "max_length": None}, data_dir)  # other settings replace
+    assert saved_results(str(gguf), ["arc_easy", "piqa"], {"limit": 5, "max_length": None}, data_dir) == {
+        "piqa": record}
+    gguf.write_bytes(b"GGUF two, another file")  # a replaced file is scored again
+    assert saved_results(str(gguf), ["piqa"], {"limit": 5, "max_length": None}, data_dir) == {}
+    remember(str(tmp_path), {"arc_easy": record}, settings, data_dir)  # a folder: its own eval.json, not the cache
+    assert len(list((tmp_path / "cache" / "eval").iterdir())) == 1 and not (tmp_path / "eval.json").exists()
+
+
 def test_adding_a_task_evaluates_only_that_task(tiny_folder, data_dir, monkeypatch):
     import compress.evaluation.lmeval as lmeval
 
@@ -112,7 +134,7 @@ def test_adding_a_task_evaluates_only_that_task(tiny_folder, data_dir, monkeypat
     assert evaluated == [["boolq"]] and result["reused"] == ["arc_easy"]
     assert list(result["tasks"]) == ["arc_easy", "boolq"] and result["tasks"]["arc_easy"] == first
     assert result["tasks"]["boolq"]["samples"] == 3
-    assert "earlier eval.json (same limit, max length, data dir): tiny" in (tiny_folder / "eval.md").read_text()
+    assert "under the same limit, max length, data dir: tiny" in (tiny_folder / "eval.md").read_text()
     evaluated.clear()  # everything saved: the model is not even loaded
     assert main([*argv, "--tasks", "boolq,arc_easy"]) == 0 and evaluated == []
     assert main([*argv, "--tasks", "arc_easy", "--rerun"]) == 2  # would drop boolq from eval.json

@@ -1,5 +1,7 @@
 """`compress eval`'s cache: a model folder's eval.json holds the tasks already scored, reused when the limit,
-max length, data dir and backend match (compress.evaluation.lmeval.run_eval)."""
+max length, data dir and backend match (compress.evaluation.lmeval.run_eval). A .gguf file (the bundled model
+included) has no folder of its own: its scores are kept in the user cache beside its converted folder
+(compress.model.gguf.cache_dir()/eval/<the converted folder's name>.json, so a replaced file is scored again)."""
 
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ def _same_settings(saved: dict, settings: dict, root: Path | None) -> bool:
 def saved_results(spec: str | None, names: list[str], settings: dict, root: Path | None) -> dict:
     """{task: record} of the tasks among `names` that the model folder's own eval.json holds under the same
     limit, max_length and data dir ({} when it has none). Records are taken from the model's side only."""
-    path = Path(spec) / "eval.json" if isinstance(spec, str) and Path(spec).is_dir() else None
+    path = Path(spec) / "eval.json" if isinstance(spec, str) and Path(spec).is_dir() else gguf_record(spec)
     if path is None or not path.is_file():
         return {}
     from compress.files import read_record
@@ -41,3 +43,42 @@ def saved_results(spec: str | None, names: list[str], settings: dict, root: Path
     saved = read_record(path, "eval.json", {"tasks": dict, "settings": dict})
     same = _same_settings(saved, settings, root)
     return {name: saved["tasks"][name] for name in names if name in saved["tasks"]} if same else {}
+
+
+def gguf_record(spec) -> Path | None:
+    """Where the scores of a GGUF model (a .gguf path, or None: the bundled one) are kept; None for anything else
+    (a folder keeps its own eval.json; a hub id or a model in memory is not cached)."""
+    if spec is not None and not (isinstance(spec, str) and spec.endswith(".gguf")):
+        return None
+    from compress.model.gguf import cache_dir, cache_folder, default_gguf_path
+
+    try:
+        path = default_gguf_path() if spec is None else Path(spec).expanduser()
+    except CompressError:  # no bundled model installed: nothing to cache
+        return None
+    return cache_dir() / "eval" / f"{cache_folder(path).name}.json" if path.is_file() else None
+
+
+def remember(spec, tasks: dict, settings: dict, root: Path | None) -> None:
+    """Keep a GGUF model's task records for the next evaluation under the same settings (merged with those
+    kept already); a no-op for other models."""
+    path = gguf_record(spec)
+    if path is None:
+        return
+    import json
+
+    from compress.outputs import write_file
+
+    kept = saved_results(spec, list(_kept(path)), settings, root)  # under the same settings only
+    record = {"tasks": {**kept, **tasks}, "settings": settings, "data_dir": str(root) if root else None}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_file(path, json.dumps(record, indent=1) + "\n", overwrite=True)
+
+
+def _kept(path: Path) -> dict:
+    import json
+
+    try:
+        return json.loads(path.read_text())["tasks"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}

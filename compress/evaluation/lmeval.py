@@ -166,7 +166,8 @@ def markdown(result: dict) -> str:
     reused = [(result["model"], result.get("reused")), (result.get("baseline_model"), result.get("baseline_reused"))]
     notes = [f"{who}: {', '.join(names)}" for who, names in reused if names]
     if notes:
-        lines += ["", "Taken from the folder's earlier eval.json (same limit, max length, data dir): "
+        lines += ["", "Taken from an earlier eval.json (the folder's, or a GGUF's in compress's cache) under the "
+                  "same limit, max length, data dir: "
                   + "; ".join(notes) + "."]
     return "\n".join(lines) + "\n"
 
@@ -204,7 +205,7 @@ def run_eval(model_spec: str | None, config: EvalConfig = EvalConfig(), baseline
     dir are taken from it instead of evaluated again (`config.rerun` evaluates the model's anyway), so adding
     a task to a finished evaluation runs only that task."""
     from compress.data import data_dir as resolve_data_dir
-    from compress.evaluation.eval_cache import check_nothing_dropped, saved_results
+    from compress.evaluation.eval_cache import check_nothing_dropped, remember, saved_results
     from compress.outputs import claim_output, default_out, write_folder
     from compress.provenance import versions
 
@@ -233,11 +234,13 @@ def run_eval(model_spec: str | None, config: EvalConfig = EvalConfig(), baseline
     result = {"model": _label(model_spec), "data_dir": str(root) if root else None, "settings": settings,
               "tasks": _evaluate_missing(model_spec, names, saved, config, root, trust_remote_code),
               "reused": sorted(saved)}
+    remember(model_spec, result["tasks"], settings, root)  # a GGUF's scores, for the next run (no folder of its own)
     if baseline is not None:
         result["baseline_model"] = _label(baseline)
         base_saved = saved_results(baseline, names, settings, root)
         result["baseline"] = _evaluate_missing(baseline, names, base_saved, config, root, trust_remote_code)
         result["baseline_reused"] = sorted(base_saved)
+        remember(baseline, result["baseline"], settings, root)
         result["recovery"] = recoveries(result)
     result["versions"] = {**versions(), "lm_eval": lm_eval.__version__}
     write_folder(out, {"eval.json": json.dumps(result, indent=1) + "\n", "eval.md": markdown(result)})
