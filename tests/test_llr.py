@@ -131,7 +131,7 @@ def test_finetune_command_writes_a_checkpoint_and_its_lr_log(tiny_folder, data_d
     assert {"config.json", "model.safetensors", "lr_log.json", "lr_heatmap.png", "train_log.json",
             "settings.json"} <= {p.name for p in out.iterdir()}
     log = json.loads((out / "lr_log.json").read_text())
-    assert len(log["lr"]) == 5 and log["policy"] == {"map": "linear", "r_min": 1.0, "r_max": 5.0}
+    assert len(log["lr"]) == 5 and log["policy"]["map"] == "uniform"  # auto: one LR when every weight trains
     train = json.loads((out / "train_log.json").read_text())
     assert len(train["train_loss"]) == 4 and [e[0] for e in train["eval"]] == [0, 2, 4]
     from transformers import AutoModelForCausalLM

@@ -36,8 +36,9 @@ class FinetuneConfig:
                         "for the eval loss), boolq-passages, or a .txt/.jsonl file")
     steps: int = setting(200, "optimizer steps", minimum=1)
     lr: float = setting(5e-4, "base LR η (LLR groups get η·[r_min, r_max])")
-    lr_policy: str = setting("llr", "llr (α mapped onto [1, 5]·η), tempbalance ([0.5, 1.5]), sqrt, step (by "
-                             "rank), uniform")
+    lr_policy: str = setting("auto", "auto: llr with LoRA/QLoRA, uniform for full fine-tuning (what won in each "
+                             "here, eval/results/healing); llr (α mapped onto [1, 5]·η), tempbalance ([0.5, 1.5]), "
+                             "sqrt, step (by rank), uniform")
     lr_ratio: tuple[float, ...] | None = setting(None, "r_min,r_max overriding the policy's, e.g. 1,3")
     optimizer: str = setting("adamw", "adamw, or muon (Muon for hidden matrices + AdamW)")
     batch_size: int = setting(4, "sequences per step", minimum=1)
@@ -67,6 +68,8 @@ class FinetuneConfig:
         check_settings(self)
         if self.qlora and self.lora_rank == 0:
             object.__setattr__(self, "lora_rank", 16)
+        if self.lr_policy == "auto":  # LLR beat one LR healing with adapters and lost fine-tuning every weight
+            object.__setattr__(self, "lr_policy", "llr" if self.lora_rank else "uniform")
         if not self.lr > 0:
             raise invalid(self, "lr", f"must be > 0, got {self.lr:g}")
         if self.lr_ratio is not None and len(self.lr_ratio) != 2:
