@@ -70,7 +70,7 @@ def per_arm(results: dict) -> list[str]:
         recs = [lmeval[n]["mean_recovery"] for n in names if n in lmeval]
         lines.append(f"| {label} | {len(names)} | {cell([r['eval'][-1][1] for r in runs], '.4f')} | "
                      f"{cell([r['ppl'] for r in runs], '.2f')} | {cell([won_back(ref, r['ppl']) for r in runs], '.1f')}"
-                     f" | {cell(recs, '.1f')}{f' ({len(recs)} seeds)' if recs and len(recs) < len(names) else ''} |")
+                     f" | {cell(recs, '.1f')}{f' ({len(recs)} of {len(names)} seeds)' if recs and len(recs) < len(names) else ''} |")
     return lines
 
 
