@@ -113,6 +113,11 @@ def test_a_gguf_models_scores_are_kept_in_the_user_cache(tmp_path, monkeypatch, 
     remember(str(gguf), {"piqa": record}, {"limit": 5, "max_length": None}, data_dir)  # other settings replace
     assert saved_results(str(gguf), ["arc_easy", "piqa"], {"limit": 5, "max_length": None}, data_dir) == {
         "piqa": record}
+    cached = next((tmp_path / "cache" / "eval").iterdir())
+    text = cached.read_text()
+    cached.write_text("{damaged")  # a damaged cache entry: scored again, no error
+    assert saved_results(str(gguf), ["piqa"], {"limit": 5, "max_length": None}, data_dir) == {}
+    cached.write_text(text)
     gguf.write_bytes(b"GGUF two, another file")  # a replaced file is scored again
     assert saved_results(str(gguf), ["piqa"], {"limit": 5, "max_length": None}, data_dir) == {}
     remember(str(tmp_path), {"arc_easy": record}, settings, data_dir)  # a folder: its own eval.json, not the cache

@@ -35,12 +35,18 @@ def _same_settings(saved: dict, settings: dict, root: Path | None) -> bool:
 def saved_results(spec: str | None, names: list[str], settings: dict, root: Path | None) -> dict:
     """{task: record} of the tasks among `names` that the model folder's own eval.json holds under the same
     limit, max_length and data dir ({} when it has none). Records are taken from the model's side only."""
-    path = Path(spec) / "eval.json" if isinstance(spec, str) and Path(spec).is_dir() else gguf_record(spec)
+    own = isinstance(spec, str) and Path(spec).is_dir()
+    path = Path(spec) / "eval.json" if own else gguf_record(spec)
     if path is None or not path.is_file():
         return {}
     from compress.files import read_record
 
-    saved = read_record(path, "eval.json", {"tasks": dict, "settings": dict})
+    try:
+        saved = read_record(path, "eval.json", {"tasks": dict, "settings": dict})
+    except CompressError:
+        if own:
+            raise
+        return {}  # a damaged cache entry is scored again, not an error
     same = _same_settings(saved, settings, root)
     return {name: saved["tasks"][name] for name in names if name in saved["tasks"]} if same else {}
 
