@@ -133,19 +133,11 @@ def train_stage(args, results: dict, path: Path) -> None:
             lmeval_one(args, results, path, name)
 
 
-def full_folder(args) -> Path:
-    """The full model as a folder with its own eval.json (evaluated once, then reused): lm-eval's baseline."""
-    from compress import api
+def baseline(args) -> str:
+    """lm-eval's baseline: --full, or the bundled SmolLM2 .gguf (its scores are kept in the user cache)."""
+    from compress.model.gguf import default_gguf_path
 
-    full = Path(args.full) if args.full else Path(args.work) / "full"
-    if not (full / "config.json").is_file():
-        from compress.model import load_model
-
-        model, tokenizer = load_model(None)
-        model.save_pretrained(full)
-        tokenizer.save_pretrained(full)
-    api.evaluate(str(full), lmeval_config(args), data_dir=args.data_dir, out=full, overwrite=True)  # reused
-    return full
+    return args.full or str(default_gguf_path())
 
 
 def lmeval_config(args):
@@ -160,7 +152,7 @@ def lmeval_one(args, results: dict, path: Path, name: str) -> None:
     from compress.evaluation.lmeval import mean_recovery
 
     work = Path(args.work)
-    result = api.evaluate(str(work / name), lmeval_config(args), baseline=str(full_folder(args)),
+    result = api.evaluate(str(work / name), lmeval_config(args), baseline=baseline(args),
                           data_dir=args.data_dir, out=work / f"eval-{name}", overwrite=True)
     record = result.to_dict() if hasattr(result, "to_dict") else dict(result.__dict__)
     mean, count = mean_recovery(record)
@@ -188,8 +180,8 @@ def main() -> None:
     parser.add_argument("--lora-lr", type=float, default=5e-4)
     parser.add_argument("--full-lr", type=float, default=1e-4)
     parser.add_argument("--limit", type=int, default=200, help="lm-eval documents per task")
-    parser.add_argument("--full", default=None, help="the full model as a folder (default: the bundled SmolLM2 "
-                        "saved under --work/full; its eval.json is evaluated once and reused)")
+    parser.add_argument("--full", default=None, help="the full model, lm-eval's baseline (default: the bundled SmolLM2 "
+                        ".gguf; its scores are cached after the first evaluation)")
     parser.add_argument("--no-lmeval", dest="lmeval", action="store_false",
                         help="train only (default: lm-eval each healed model right after its training)")
     parser.add_argument("--only", nargs="*", default=None, help="run only these names")

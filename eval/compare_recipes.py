@@ -60,9 +60,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("eval/results/recipes"))
     args = parser.parse_args()
     rows = [row(run) for run in args.runs]
+    from compress.provenance import versions
+
+    meta = versions()
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "compare.json").write_text(json.dumps(rows, indent=1) + "\n")
-    text = "# Shipped recipes side by side (SmolLM2-135M-Instruct, CPU)\n\n" + markdown(rows)
+    (args.out / "compare.json").write_text(json.dumps({"recipes": rows, "versions": meta}, indent=1) + "\n")
+    text = (f"# Shipped recipes side by side (SmolLM2-135M-Instruct)\n\n{meta['cpu']}, {meta['cores']} cores, no "
+            f"GPU; torch {meta['torch']}, transformers {meta['transformers']}\n\n" + markdown(rows))
     (args.out / "compare.md").write_text(text)
     print(text)
 

@@ -36,19 +36,25 @@ def saved_results(spec: str | None, names: list[str], settings: dict, root: Path
     """{task: record} of the tasks among `names` that the model folder's own eval.json holds under the same
     limit, max_length and data dir ({} when it has none). Records are taken from the model's side only."""
     own = isinstance(spec, str) and Path(spec).is_dir()
-    path = Path(spec) / "eval.json" if own else gguf_record(spec)
-    if path is None or not path.is_file():
+    saved = _read(Path(spec) / "eval.json" if own else gguf_record(spec), own)
+    if saved is None or not _same_settings(saved, settings, root):
         return {}
+    return {name: saved["tasks"][name] for name in names if name in saved["tasks"]}
+
+
+def _read(path: Path | None, own: bool) -> dict | None:
+    """The eval.json record at `path`; None when there is none, or when a damaged cache entry (not `own`: not
+    the model folder's own file) is to be scored again rather than refused."""
+    if path is None or not path.is_file():
+        return None
     from compress.files import read_record
 
     try:
-        saved = read_record(path, "eval.json", {"tasks": dict, "settings": dict})
+        return read_record(path, "eval.json", {"tasks": dict, "settings": dict})
     except CompressError:
         if own:
             raise
-        return {}  # a damaged cache entry is scored again, not an error
-    same = _same_settings(saved, settings, root)
-    return {name: saved["tasks"][name] for name in names if name in saved["tasks"]} if same else {}
+        return None
 
 
 def gguf_record(spec) -> Path | None:
@@ -75,16 +81,8 @@ def remember(spec, tasks: dict, settings: dict, root: Path | None) -> None:
 
     from compress.outputs import write_file
 
-    kept = saved_results(spec, list(_kept(path)), settings, root)  # under the same settings only
+    saved = _read(path, own=False)
+    kept = saved["tasks"] if saved and _same_settings(saved, settings, root) else {}  # same settings only
     record = {"tasks": {**kept, **tasks}, "settings": settings, "data_dir": str(root) if root else None}
     path.parent.mkdir(parents=True, exist_ok=True)
     write_file(path, json.dumps(record, indent=1) + "\n", overwrite=True)
-
-
-def _kept(path: Path) -> dict:
-    import json
-
-    try:
-        return json.loads(path.read_text())["tasks"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}

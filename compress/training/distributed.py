@@ -86,23 +86,28 @@ def share(value):
 
 def wait() -> None:
     """Every process waits here until all reach it (a no-op when not launched or before any collective call)."""
-    if world()[1] > 1:
-        import torch.distributed as dist
-
-        if dist.is_initialized():
-            dist.barrier()
+    group = _group()
+    if group:
+        group.barrier()
 
 
 def close() -> None:
     """At the end of a launched command: wait for the main process to finish writing, then leave the process
     group. A process that exits with the group live can abort the run (gloo: "terminate called without an active
     exception", seen when a recipe's rerun skipped every stage and rank 1 left while rank 0 wrote the report)."""
-    wait()
-    if world()[1] > 1:
-        import torch.distributed as dist
+    group = _group()
+    if group:
+        group.barrier()
+        group.destroy_process_group()
 
-        if dist.is_initialized():
-            dist.destroy_process_group()
+
+def _group():
+    """torch.distributed when launched with its process group initialised, else None."""
+    if world()[1] == 1:
+        return None
+    import torch.distributed as dist
+
+    return dist if dist.is_initialized() else None
 
 
 def _cuda() -> bool:
