@@ -131,6 +131,8 @@ def test_report_of_a_run_with_eval_and_bench(tiny5, data_dir, tmp_path):
     text = (run / "report.md").read_text()
     layer_rows = [line for line in text.splitlines() if line.startswith("| 1 |") or line.startswith("| 3 |")]
     assert len(layer_rows) == 2 and all("| yes |" in line for line in layer_rows)  # removed layers marked
+    table = text.split("| layer |")[1].split("\n\n")[0].splitlines()  # header rest, separator, one row a layer
+    assert len({("| layer |" + table[0]).count("|")} | {line.count("|") for line in table[1:]}) == 1
     assert "arc_easy" in text and "recovery" in text and "TTFT p50 ms" in text
     assert "No plan.json" in text and "No eval.json: run `compress eval" in text  # the bare folder
     assert (run / "layers-run.png").stat().st_size > 5_000

@@ -146,15 +146,16 @@ def folder_section(folder: Path, out: Path) -> tuple[str, dict[str, object]]:
         files[png] = lambda path, rows=rows, columns=columns: plot_layers(rows, columns, path, folder.name)
         removed = [r["layer"] for r in rows if r["skip"]]
         kept_bits = [r["bits"] for r in rows if not r["skip"]]
+        head = ["layer", *columns, "bits", "removed", "reason"]
         lines += ["", "### Layers", "",
-                  f"{len(rows)} layers, {len(removed)} removed {removed if removed else ''}; bits of kept layers: "
-                  f"mean {sum(kept_bits) / max(1, len(kept_bits)):.2f}.", "", f"![layers]({png})", "",
-                  "| layer | " + " | ".join(columns) + " | bits | removed | reason |",
-                  "|" + "---|" * (len(columns) + 4)]
+                  f"{len(rows)} layers, {len(removed)} removed{f' {removed}' if removed else ''}; bits of kept "
+                  f"layers: mean {sum(kept_bits) / max(1, len(kept_bits)):.2f}.", "", f"![layers]({png})", "",
+                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in rows:
             cells = ["–" if c[r["layer"]] is None else f"{c[r['layer']]:.4g}" for c in columns.values()]
-            lines.append(f"| {r['layer']} | " + " | ".join(cells) + f" | {'–' if r['skip'] else r['bits']} | "
-                         f"{'yes' if r['skip'] else ''} | {r['reason']} |")
+            cells = [str(r["layer"]), *cells, "–" if r["skip"] else str(r["bits"]), "yes" if r["skip"] else "",
+                     r["reason"]]
+            lines.append("| " + " | ".join(cells) + " |")
     else:
         lines += ["", "No plan.json: not a `compress run` folder, so no per-layer picture."]
     if stats and "ppl_after" in stats:
