@@ -71,7 +71,7 @@ def test_bench_writes_json_markdown_and_plot_with_a_baseline(tiny_folder, data_d
     assert len(row["runs"]) == 3 and row["median_ttft_ms"] < row["median_e2el_ms"] <= row["p99_e2el_ms"]
     assert row["median_output_throughput"] == pytest.approx(
         np.median([r["output_throughput"] for r in row["runs"]]))
-    # ru_maxrss is KiB on Linux: a process that imported torch peaks at hundreds of MiB, never KiB or TiB
+    # in MiB: a process that imported torch peaks at hundreds of MiB, never KiB or TiB
     assert 100 < model["ram_before_load_mib"] <= model["peak_ram_mib"] < 64 * 1024
     size = model["size"]
     parameters = AutoModelForCausalLM.from_pretrained(tiny_folder).num_parameters()
@@ -114,6 +114,19 @@ def test_bad_bench_input_is_one_line(tiny_folder, tmp_path, capsys, argv, messag
 def test_bench_of_a_missing_model_is_one_line(tmp_path, capsys):
     assert main(["bench", str(tmp_path / "nothing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_bench_workers_peak_ram_is_its_own_not_that_of_the_process_that_started_it():
+    """A recipe benches after lm-eval grew its process to ~18 GiB: the worker it starts (fork + execve, as
+    bench_in_subprocess) must report its own peak, which ru_maxrss does not on Linux."""
+    import subprocess
+    import sys
+
+    held = bytearray(2 << 30)  # 2 GiB, every page touched so it is resident
+    held[::4096] = b"\x01" * len(held[::4096])
+    code = "from compress.benchmark.measure import peak_rss_mib; print(peak_rss_mib())"
+    child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert 5 < child < 1024 and len(held) == 2 << 30
 
 
 def test_report_of_a_run_with_eval_and_bench(tiny5, data_dir, tmp_path):

@@ -4,6 +4,7 @@ process's peak RAM, and the checkpoint's size in bytes and bits per weight."""
 from __future__ import annotations
 
 import resource
+import sys
 from pathlib import Path
 
 from compress.benchmark.config import BenchConfig
@@ -78,5 +79,11 @@ def float_parameters(folder: Path) -> int:
 
 
 def peak_rss_mib() -> float:
-    """This process's peak resident memory so far (ru_maxrss, KiB on Linux), in MiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident memory so far, in MiB: VmHWM of /proc/self/status (KiB) on Linux. Not
+    ru_maxrss: Linux keeps it across fork + execve, so a worker started by a process that once held 18 GiB (a
+    recipe's bench after its lm-eval) reported 18 GiB; VmHWM belongs to the worker's own address space."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration, ValueError, IndexError):  # no /proc: ru_maxrss, bytes on macOS, KiB elsewhere
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
