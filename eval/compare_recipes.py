@@ -41,6 +41,21 @@ def row(run: Path) -> dict:
     return out
 
 
+KEPT = ("recipe.yaml", "report.md", "*.png", "*/stats.json", "*/plan.json", "*/fingerprint.json", "*/train_log.json",
+        "*/eval.json", "*/eval.md", "*/bench.json", "*/bench.md", "*/lr_heatmap.png")  # what a reader needs; no weights
+
+
+def keep(run: Path, out: Path) -> None:
+    """Copy the run's recipe, report and each stage's small records into out/<recipe name>/."""
+    import shutil
+
+    for pattern in KEPT:
+        for path in run.glob(pattern):
+            target = out / run.name / path.relative_to(run)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+
+
 def markdown(rows: list[dict]) -> str:
     batches = sorted({k[6:] for r in rows for k in r if k.startswith("tok_s_")})
     head = ["recipe", "stages", "MiB", "bits/weight", "ppl (final)", "ppl (into last stage)", "mean recovery %"]
@@ -68,6 +83,8 @@ def main() -> None:
     text = (f"# Shipped recipes side by side (SmolLM2-135M-Instruct)\n\n{meta['cpu']}, {meta['cores']} cores, no "
             f"GPU; torch {meta['torch']}, transformers {meta['transformers']}\n\n" + markdown(rows))
     (args.out / "compare.md").write_text(text)
+    for run in args.runs:
+        keep(run, args.out)
     print(text)
 
 

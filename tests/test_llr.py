@@ -87,6 +87,14 @@ def test_recomputed_alpha_moves_each_lr_linearly_over_the_ramp():
     assert factors[4] == factors[5] == pytest.approx(after)
 
 
+def test_heatmap_labels_name_the_layer_and_matrix_not_the_wrappers():
+    from compress.training.heatmap import short_name
+
+    assert short_name("base_model.model.model.layers.13.mlp.up_proj") == "layer 13 mlp.up_proj"
+    assert short_name("model.layers.0.self_attn.q_proj") == "layer 0 self_attn.q_proj"
+    assert short_name("model.embed_tokens") == "model.embed_tokens"
+
+
 def test_muon_for_hidden_matrices_adamw_for_the_rest():
     model = model64()
     optimizer = build_optimizer("muon", param_groups(model), 1e-3)

@@ -5,6 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def short_name(group: str) -> str:
+    """A group's tick label: "base_model.model.model.layers.3.self_attn.q_proj" -> "layer 3 self_attn.q_proj";
+    a name outside the decoder layers is kept whole (its last 40 characters)."""
+    import re
+
+    match = re.search(r"layers\.(\d+)\.(.+)$", group)
+    return f"layer {match[1]} {match[2]}" if match else group[-40:]
+
+
 def plot_lr_heatmap(lr_log: dict, path: Path) -> None:
     """Heat map of every optimizer group's LR (rows: groups in model order) over steps (columns), log colour."""
     import matplotlib
@@ -23,7 +32,7 @@ def plot_lr_heatmap(lr_log: dict, path: Path) -> None:
     ax.set_ylabel(f"optimizer group ({len(lrs)}: one per weight matrix, model order)")
     names = lr_log["groups"]
     ticks = list(range(0, len(names), max(1, len(names) // 12)))
-    ax.set_yticks(ticks, [names[i][:40] for i in ticks], fontsize=6)
+    ax.set_yticks(ticks, [short_name(names[i]) for i in ticks], fontsize=7)
     ax.set_title(f"learning rate per group ({lr_log['policy']['map']}, ratios {lr_log['policy']['r_min']:g}–"
                  f"{lr_log['policy']['r_max']:g})", fontsize=10)
     fig.colorbar(image, ax=ax, label="learning rate")
