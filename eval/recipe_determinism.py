@@ -3,7 +3,7 @@ machine, compared file by file — every safetensors file must be byte-identical
 except timings (keys holding "seconds").
 
     COMPRESS_DATA_DIR=../shared/data compress run pipelines/mixed.yaml --out runs/recipes/mixed
-    COMPRESS_DATA_DIR=../shared/data compress run RECIPE_WITH_THE_SAME_STAGES.yaml --out /tmp/again
+    COMPRESS_DATA_DIR=../shared/data compress run eval/recipe_determinism.yaml --out /tmp/again
     python eval/recipe_determinism.py runs/recipes/mixed /tmp/again --out eval/results/recipes
 
 Only the stage folders both runs hold are compared (the second run may leave out eval and bench).
@@ -20,13 +20,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from compress.provenance import versions  # noqa: E402
 
-TIMED = ("seconds", "fingerprint", "created")  # wall time, and the fingerprint's own timestamp if any
+# wall time; and fingerprint.json's "finish" (the eval / bench fingerprints), held only by a run that has them
+LEFT_OUT = ("seconds", "finish")
 
 
 def untimed(value):
-    """`value` (parsed JSON) without the keys that hold wall time."""
+    """`value` (parsed JSON) without the keys that hold wall time or the finishing steps' records."""
     if isinstance(value, dict):
-        return {k: untimed(v) for k, v in value.items() if not any(t in k for t in TIMED)}
+        return {k: untimed(v) for k, v in value.items() if not any(t in k for t in LEFT_OUT)}
     if isinstance(value, list):
         return [untimed(v) for v in value]
     return value
