@@ -144,10 +144,10 @@ def test_vllm_cpu_table_matches_its_cpu_kernel():
                 assert ok == (cpu.refuses(option, shape[1], shape[0]) is None), (bits, group, shape)
 
 
-def test_readme_serving_table_is_the_target_tables():
+def test_the_serving_table_in_the_docs_is_the_target_tables():
     from pathlib import Path
 
     from compress.serving.targets import targets_markdown
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert targets_markdown() in readme, "README's serving table is stale: paste targets_markdown()'s output"
+    page = (Path(__file__).resolve().parents[1] / "docs" / "serving.md").read_text()
+    assert targets_markdown() in page, "docs/serving.md's table is stale: paste targets_markdown()'s output"

@@ -147,7 +147,7 @@ def _widths_text(types) -> str:
 
 
 def targets_markdown() -> str:
-    """README's serving table, made from TARGETS (tests/test_targets.py checks README holds it verbatim)."""
+    """docs/serving.md's table, made from TARGETS (tests/test_targets.py checks the page holds it verbatim)."""
     lines = ["| `--target` | engine (table read at) | writes | computes | groups | per-module options | float units "
              "| widths | known |", "|" + "---|" * 9]
     for t in TARGETS.values():
